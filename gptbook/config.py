@@ -1,0 +1,124 @@
+"""Profiles (quick = CPU minutes, full = GPU real size), device choice and seeding."""
+from __future__ import annotations
+
+import os
+import platform
+import random
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Optional
+
+import torch
+
+from .model import GPTConfig
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    device: str = "auto"          # "auto" = cuda when present, else cpu
+    seed: int = 1337
+    dtype: str = "float32"        # autocast dtype for training: "float32" | "bfloat16" | "float16"
+    # the book's GPT (chapter 03 pre-trains it; 04 and 05 load it)
+    vocab_size: int = 4096        # byte-level BPE trained on the book's corpus
+    block_size: int = 128
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    dropout: float = 0.0
+    # pre-training
+    batch_size: int = 16
+    max_steps: int = 600
+    learning_rate: float = 3e-3
+    min_lr: float = 3e-4
+    warmup_steps: int = 50
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    eval_interval: int = 100
+    eval_iters: int = 10
+    corpus_chars: Optional[int] = 2_000_000   # None = the whole corpus
+    # fine-tuning and the application chapters
+    finetune_steps: int = 150
+    finetune_batch_size: int = 16
+    max_examples: Optional[int] = 3000       # cap per dataset split; None = all
+    threads: Optional[int] = 2               # torch threads on CPU (fixed, so runs repeat exactly)
+
+    def model_config(self, **changes) -> GPTConfig:
+        """The GPTConfig of the book's model in this profile."""
+        return GPTConfig(vocab_size=self.vocab_size, block_size=self.block_size,
+                         n_layer=self.n_layer, n_head=self.n_head, n_embd=self.n_embd,
+                         dropout=self.dropout).replace(**changes)
+
+    @property
+    def torch_device(self) -> torch.device:
+        return pick_device(self.device)
+
+    def _repr_markdown_(self):
+        rows = "\n".join(f"| `{k}` | {v} |" for k, v in asdict(self).items())
+        return f"| setting | value |\n|---|---|\n{rows}\n| device used | {self.torch_device} |"
+
+
+PROFILES = {
+    "quick": Profile(name="quick"),
+    "full": Profile(
+        name="full", dtype="bfloat16", vocab_size=8192, block_size=256, n_layer=6, n_head=6,
+        n_embd=384, dropout=0.2, batch_size=64, max_steps=5000, learning_rate=1e-3, min_lr=1e-4,
+        warmup_steps=200, eval_interval=250, eval_iters=50, corpus_chars=None,
+        finetune_steps=1000, finetune_batch_size=32, max_examples=None, threads=None),
+}
+
+
+def get_profile(name: str = "quick", **overrides) -> Profile:
+    """The named profile with overrides applied; None overrides are ignored (papermill defaults)."""
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {name!r}; valid profiles: {sorted(PROFILES)}")
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    known = {f.name for f in fields(Profile)}
+    unknown = set(overrides) - known
+    if unknown:
+        raise ValueError(f"unknown profile setting(s) {sorted(unknown)}; valid: {sorted(known)}")
+    return replace(PROFILES[name], **overrides)
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    """'auto' -> cuda if available, else mps, else cpu. An explicit 'cuda' without a GPU raises."""
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError("device='cuda' was asked for but torch sees no GPU "
+                           f"(torch {torch.__version__}); use device='auto' or 'cpu'")
+    return torch.device(device)
+
+
+def seed_everything(seed: int, threads: Optional[int] = None, deterministic: bool = True) -> None:
+    """Seed python, numpy and torch; fix the thread count; deterministic kernels where torch allows."""
+    random.seed(seed)
+    try:
+        import numpy as np
+        np.random.seed(seed)
+    except ImportError:  # pragma: no cover
+        pass
+    torch.manual_seed(seed)
+    if threads:
+        torch.set_num_threads(threads)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def setup(profile: str = "quick", **overrides) -> Profile:
+    """One call at the top of every chapter: profile, seeds, threads."""
+    cfg = get_profile(profile, **overrides)
+    seed_everything(cfg.seed, cfg.threads)
+    return cfg
+
+
+def env_report() -> dict:
+    """Versions and device, for the top of a chapter (values that nbval sanitises)."""
+    import transformers
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "device": str(pick_device()),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}

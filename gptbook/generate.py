@@ -1,0 +1,109 @@
+"""The one sampling loop of the book, shared by chapters, widgets and the HTTP service."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+
+def check_sampling(temperature: float = 1.0, top_k: Optional[int] = None,
+                   top_p: Optional[float] = None, repetition_penalty: float = 1.0):
+    """Raise a ValueError that says what is allowed for each sampling control."""
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
+    if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
+        raise ValueError(f"top_k must be a positive int or None, got {top_k!r}")
+    if top_p is not None and not 0.0 < top_p <= 1.0:
+        raise ValueError(f"top_p must be in (0, 1] or None, got {top_p}")
+    if repetition_penalty <= 0:
+        raise ValueError(f"repetition_penalty must be > 0 (1.0 = off), got {repetition_penalty}")
+
+
+def apply_repetition_penalty(logits, idx, penalty: float):
+    """CTRL-style penalty (Keskar et al. 2019): divide positive, multiply negative logits of seen tokens."""
+    if penalty == 1.0:
+        return logits
+    seen = torch.gather(logits, 1, idx)
+    seen = torch.where(seen > 0, seen / penalty, seen * penalty)
+    return logits.scatter(1, idx, seen)
+
+
+def sample_next(logits, temperature: float = 1.0, top_k: Optional[int] = None,
+                top_p: Optional[float] = None, generator: Optional[torch.Generator] = None):
+    """Pick the next token from logits (B, V) -> (B, 1). temperature 0 = greedy (argmax)."""
+    if temperature == 0:
+        return logits.argmax(dim=-1, keepdim=True)
+    logits = logits / temperature
+    if top_k is not None:
+        # keep the k largest logits, drop the rest
+        v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
+        logits = logits.masked_fill(logits < v[:, [-1]], float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        # nucleus: keep the smallest set of tokens whose probabilities add up to >= top_p
+        sorted_logits, sorted_idx = torch.sort(logits, descending=True)
+        cum = F.softmax(sorted_logits, dim=-1).cumsum(dim=-1)
+        drop = cum - F.softmax(sorted_logits, dim=-1) >= top_p   # mass before this token already enough
+        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+        logits = torch.full_like(logits, float("-inf")).scatter(1, sorted_idx, sorted_logits)
+    probs = F.softmax(logits, dim=-1)
+    return torch.multinomial(probs, num_samples=1, generator=generator)
+
+
+@torch.no_grad()
+def generate(model, idx, max_new_tokens: int, temperature: float = 1.0, top_k: Optional[int] = None,
+             top_p: Optional[float] = None, repetition_penalty: float = 1.0, use_cache: bool = True,
+             attention_mask=None, eos_token_id: Optional[int] = None,
+             generator: Optional[torch.Generator] = None):
+    """Append max_new_tokens to idx (B, T) and return (B, T + new).
+
+    Batched prompts are LEFT-padded with attention_mask (B, T) marking real tokens, so every row's
+    next token sits at the same position. With use_cache the keys and values of earlier tokens are
+    kept (model.forward's past_key_values) and each step feeds only the newest token.
+    """
+    check_sampling(temperature, top_k, top_p, repetition_penalty)
+    if max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+    block_size = model.config.block_size
+    if use_cache and idx.size(1) + max_new_tokens > block_size:
+        raise ValueError(f"prompt ({idx.size(1)}) + max_new_tokens ({max_new_tokens}) exceeds "
+                         f"block_size={block_size}; use use_cache=False to slide the window")
+    was_training = model.training
+    model.eval()
+    past, finished = None, torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
+    mask = attention_mask
+    for _ in range(max_new_tokens):
+        if use_cache and past is not None:
+            out = model(idx[:, -1:], past_key_values=past, attention_mask=mask)
+        else:
+            # without a cache, recompute the whole (cropped) context every step
+            cond = idx if idx.size(1) <= block_size else idx[:, -block_size:]
+            cond_mask = None if mask is None else mask[:, -cond.size(1):]
+            out = model(cond, attention_mask=cond_mask)
+        past = out.past_key_values if use_cache else None
+        logits = apply_repetition_penalty(out.logits[:, -1, :], idx, repetition_penalty)
+        idx_next = sample_next(logits, temperature, top_k, top_p, generator)  # (B, 1)
+        if eos_token_id is not None:
+            # rows that already produced EOS keep emitting EOS
+            idx_next = idx_next.masked_fill(finished[:, None], eos_token_id)
+            finished |= idx_next.squeeze(1) == eos_token_id
+        idx = torch.cat([idx, idx_next], dim=1)
+        if mask is not None:
+            mask = torch.cat([mask, torch.ones_like(idx_next, dtype=mask.dtype)], dim=1)
+        if eos_token_id is not None and bool(finished.all()):
+            break
+    model.train(was_training)
+    return idx
+
+
+def left_pad(sequences, pad_id: int):
+    """List of token-id lists -> (idx (B, T), attention_mask (B, T)), padded on the LEFT."""
+    if not sequences or any(len(s) == 0 for s in sequences):
+        raise ValueError("left_pad needs a non-empty list of non-empty token sequences")
+    T = max(len(s) for s in sequences)
+    idx = torch.full((len(sequences), T), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), T), dtype=torch.long)
+    for i, s in enumerate(sequences):
+        idx[i, T - len(s):] = torch.tensor(s, dtype=torch.long)
+        mask[i, T - len(s):] = 1
+    return idx, mask

@@ -1,0 +1,83 @@
+"""Weights between the book's GPT and Hugging Face's GPT2LMHeadModel: a key-by-key copy.
+
+HF GPT-2 keeps its projections in `Conv1D` modules whose weight is (in, out); the book uses
+`nn.Linear`, whose weight is (out, in). Those four weights are transposed; everything else copies.
+"""
+from __future__ import annotations
+
+import torch
+
+from .model import GPT, GPTConfig
+
+# weights stored transposed in HF's Conv1D
+TRANSPOSED = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+
+
+def to_hf_config(config: GPTConfig, **extra):
+    """GPTConfig -> transformers.GPT2Config (tanh GELU, same sizes, same dropout)."""
+    from transformers import GPT2Config
+    if not config.bias:
+        raise ValueError("HF GPT-2 always has biases; convert a GPTConfig with bias=True")
+    extra.setdefault("bos_token_id", config.vocab_size - 1)
+    extra.setdefault("eos_token_id", config.vocab_size - 1)
+    return GPT2Config(vocab_size=config.vocab_size, n_positions=config.block_size,
+                      n_layer=config.n_layer, n_head=config.n_head, n_embd=config.n_embd,
+                      resid_pdrop=config.dropout, embd_pdrop=config.dropout,
+                      attn_pdrop=config.dropout, layer_norm_epsilon=config.layer_norm_epsilon,
+                      activation_function="gelu_new", **extra)
+
+
+def from_hf_config(hf_config) -> GPTConfig:
+    """transformers.GPT2Config -> GPTConfig."""
+    act = getattr(hf_config, "activation_function", "gelu_new")
+    if act not in ("gelu_new", "gelu_pytorch_tanh"):
+        raise ValueError(f"the book's GPT uses tanh GELU; this GPT2Config uses {act!r}")
+    return GPTConfig(vocab_size=hf_config.vocab_size, block_size=hf_config.n_positions,
+                     n_layer=hf_config.n_layer, n_head=hf_config.n_head, n_embd=hf_config.n_embd,
+                     dropout=hf_config.resid_pdrop, layer_norm_epsilon=hf_config.layer_norm_epsilon)
+
+
+def _copy(src: dict, dst: dict, what: str):
+    for k, v in src.items():
+        if k not in dst:
+            continue
+        w = v.t() if k.endswith(TRANSPOSED) else v
+        if w.shape != dst[k].shape:
+            raise ValueError(f"{what}: shape mismatch at {k}: {tuple(w.shape)} vs {tuple(dst[k].shape)}")
+        with torch.no_grad():
+            dst[k].copy_(w)
+
+
+def _check_keys(ours: set, theirs: set, what: str):
+    missing = ours - theirs
+    if missing:
+        raise ValueError(f"{what}: keys with no counterpart: {sorted(missing)[:5]} ...")
+
+
+def to_hf(gpt: GPT, cls=None):
+    """The book's GPT -> a new transformers GPT2LMHeadModel (or `cls`, e.g. GPT2Model) with its weights."""
+    from transformers import GPT2LMHeadModel
+    cls = cls or GPT2LMHeadModel
+    hf = cls(to_hf_config(gpt.config)).eval()
+    sd = {k: v for k, v in gpt.state_dict().items() if k != "lm_head.weight"}
+    hf_sd = hf.state_dict()
+    if not any(k.startswith("transformer.") for k in hf_sd):   # a bare GPT2Model
+        sd = {k.removeprefix("transformer."): v for k, v in sd.items()}
+    _check_keys(set(sd), set(hf_sd), "to_hf")
+    _copy(sd, hf_sd, "to_hf")
+    if hasattr(hf, "tie_weights"):
+        hf.tie_weights()
+    return hf
+
+
+def from_hf(hf_model) -> GPT:
+    """A transformers GPT2LMHeadModel (or GPT2Model) -> the book's GPT with the same weights."""
+    gpt = GPT(from_hf_config(hf_model.config)).eval()
+    hf_sd = hf_model.state_dict()
+    if not any(k.startswith("transformer.") for k in hf_sd):
+        hf_sd = {"transformer." + k: v for k, v in hf_sd.items()}
+    sd = gpt.state_dict()
+    ours = {k for k in sd if k != "lm_head.weight"}
+    _check_keys(ours, set(hf_sd), "from_hf")
+    _copy({k: v for k, v in hf_sd.items() if k in ours}, sd, "from_hf")
+    return gpt
