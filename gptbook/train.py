@@ -1,0 +1,201 @@
+"""Pre-training: the loop of document 001 §3.2.1 (tokenize, forward, cross-entropy, backward, AdamW),
+with warm-up + cosine learning rate, gradient clipping, periodic validation and a cached result."""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Optional
+
+import torch
+
+from .config import Profile, pick_device
+from .model import GPT, GPTConfig
+
+
+@dataclass
+class History:
+    """What a training run measured. steps/train_loss every step; val_* every eval_interval."""
+    steps: list = field(default_factory=list)
+    train_loss: list = field(default_factory=list)
+    lr: list = field(default_factory=list)
+    val_steps: list = field(default_factory=list)
+    val_loss: list = field(default_factory=list)
+    tokens_seen: int = 0
+    seconds: float = 0.0
+
+    @property
+    def final_val_loss(self) -> float:
+        return self.val_loss[-1] if self.val_loss else float("nan")
+
+    def to_dict(self):
+        return asdict(self)
+
+
+def lr_at(step: int, max_lr: float, min_lr: float, warmup: int, total: int) -> float:
+    """Linear warm-up for `warmup` steps, then cosine decay from max_lr to min_lr at `total`."""
+    if step < warmup:
+        return max_lr * (step + 1) / warmup
+    if step >= total:
+        return min_lr
+    ratio = (step - warmup) / max(1, total - warmup)
+    return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (max_lr - min_lr)
+
+
+def batch_fn(tokens: torch.Tensor, block_size: int, batch_size: int, generator: torch.Generator):
+    """Random (x, y) windows from a 1-D token tensor: y is x shifted by one (next-token targets)."""
+    if tokens.numel() <= block_size + 1:
+        raise ValueError(f"need more than block_size+1={block_size + 1} tokens, got {tokens.numel()}")
+
+    def get_batch(device="cpu"):
+        ix = torch.randint(tokens.numel() - block_size - 1, (batch_size,), generator=generator)
+        x = torch.stack([tokens[i:i + block_size] for i in ix.tolist()])
+        y = torch.stack([tokens[i + 1:i + 1 + block_size] for i in ix.tolist()])
+        return x.to(device), y.to(device)
+    return get_batch
+
+
+def autocast_for(device: torch.device, dtype: str):
+    """bf16/fp16 autocast on GPU when the profile asks for it; a no-op context otherwise."""
+    if dtype == "float32" or device.type != "cuda":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type="cuda", dtype=getattr(torch, dtype))
+
+
+@torch.no_grad()
+def estimate_loss(model, get_batch, iters: int, device, dtype="float32") -> float:
+    """Mean loss over `iters` batches in eval mode."""
+    was = model.training
+    model.eval()
+    losses = []
+    for _ in range(iters):
+        x, y = get_batch(device)
+        with autocast_for(device, dtype):
+            losses.append(model(x, y).loss.item())
+    model.train(was)
+    return sum(losses) / len(losses)
+
+
+def train(model, get_train_batch: Callable, cfg: Profile, get_val_batch: Optional[Callable] = None,
+          max_steps: Optional[int] = None, learning_rate: Optional[float] = None,
+          grad_accum: int = 1, progress: bool = True, loss_fn: Optional[Callable] = None) -> History:
+    """Train `model` in place. get_*_batch(device) -> (x, y). Returns a History.
+
+    loss_fn(model, x, y) -> loss lets fine-tuning reuse this loop with its own objective.
+    """
+    from tqdm.auto import tqdm
+    device = pick_device(cfg.device)
+    model.to(device).train()
+    steps = max_steps if max_steps is not None else cfg.max_steps
+    max_lr = learning_rate if learning_rate is not None else cfg.learning_rate
+    min_lr = max_lr * cfg.min_lr / cfg.learning_rate
+    warmup = min(cfg.warmup_steps, max(1, steps // 10))
+    opt = model.configure_optimizers(cfg.weight_decay, max_lr) if hasattr(model, "configure_optimizers") \
+        else torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=max_lr,
+                               weight_decay=cfg.weight_decay)
+    loss_fn = loss_fn or (lambda m, x, y: m(x, y).loss)
+    hist = History()
+    t0 = time.perf_counter()
+    bar = tqdm(range(steps), desc="training", disable=not progress, mininterval=1.0)
+    for step in bar:
+        lr = lr_at(step, max_lr, min_lr, warmup, steps)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        total = 0.0
+        for _ in range(grad_accum):
+            x, y = get_train_batch(device)
+            with autocast_for(device, cfg.dtype):
+                loss = loss_fn(model, x, y) / grad_accum
+            loss.backward()
+            total += loss.item()
+            hist.tokens_seen += x.numel()
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        hist.steps.append(step)
+        hist.train_loss.append(total)
+        hist.lr.append(lr)
+        last = step == steps - 1
+        if get_val_batch is not None and (step % cfg.eval_interval == 0 or last):
+            hist.val_steps.append(step)
+            hist.val_loss.append(estimate_loss(model, get_val_batch, cfg.eval_iters, device, cfg.dtype))
+            bar.set_postfix(train=f"{total:.3f}", val=f"{hist.val_loss[-1]:.3f}")
+    hist.seconds = time.perf_counter() - t0
+    model.eval()
+    return hist
+
+
+# ---------------------------------------------------------------- the book's pre-trained model
+
+def _corpus_tokens(cfg: Profile, tok):
+    """Shakespeare + a share of Chinese text, tokenized; the last 10% of each is validation."""
+    from . import data
+    eos = tok.token_to_id("<|endoftext|>")
+    en = data.load_shakespeare(cfg.corpus_chars)
+    zh = data.load_chinese_text(cfg.corpus_chars // 4 if cfg.corpus_chars else None)
+    train_ids, val_ids = [], []
+    for text in (en, zh):
+        ids = tok.encode(text).ids + [eos]
+        cut = int(len(ids) * 0.9)
+        train_ids += ids[:cut]
+        val_ids += ids[cut:]
+    return torch.tensor(train_ids, dtype=torch.long), torch.tensor(val_ids, dtype=torch.long)
+
+
+def pretrain(cfg: Profile, progress: bool = True):
+    """Train the book's GPT from scratch on the book's corpus. Returns (model, tokenizer, History)."""
+    from .tokenizer import book_tokenizer
+    tok = book_tokenizer(cfg.vocab_size, cfg.corpus_chars)
+    train_ids, val_ids = _corpus_tokens(cfg, tok)
+    g = torch.Generator().manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    model = GPT(cfg.model_config())
+    hist = train(model, batch_fn(train_ids, cfg.block_size, cfg.batch_size, g), cfg,
+                 get_val_batch=batch_fn(val_ids, cfg.block_size, cfg.batch_size,
+                                        torch.Generator().manual_seed(cfg.seed + 1)),
+                 progress=progress)
+    return model.cpu(), tok, hist
+
+
+def _cache_key(cfg: Profile) -> str:
+    keys = ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "dropout", "batch_size",
+            "max_steps", "learning_rate", "min_lr", "warmup_steps", "weight_decay", "grad_clip",
+            "corpus_chars", "seed", "dtype")
+    return "gpt-" + "-".join(str(getattr(cfg, k)) for k in keys)
+
+
+def save_checkpoint(model: GPT, path, extra: Optional[dict] = None):
+    """Weights + config + extra (e.g. History) in one file, written atomically."""
+    path = __import__("pathlib").Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save({"config": asdict(model.config), "state_dict": model.state_dict(),
+                "extra": extra or {}}, tmp)
+    tmp.replace(path)
+
+
+def load_checkpoint(path):
+    """-> (GPT in eval mode, extra dict)."""
+    ck = torch.load(path, map_location="cpu", weights_only=True)
+    model = GPT(GPTConfig(**ck["config"]))
+    model.load_state_dict(ck["state_dict"])
+    return model.eval(), ck["extra"]
+
+
+def pretrained(cfg: Profile, progress: bool = True, retrain: bool = False):
+    """The book's pre-trained GPT for this profile: loaded from the cache, or trained and cached.
+    Returns (model, tokenizer, History)."""
+    from . import data
+    from .tokenizer import book_tokenizer
+    path = data.cache_dir() / "models" / f"{_cache_key(cfg)}.pt"
+    if path.exists() and not retrain:
+        model, extra = load_checkpoint(path)
+        return model, book_tokenizer(cfg.vocab_size, cfg.corpus_chars), History(**extra["history"])
+    model, tok, hist = pretrain(cfg, progress=progress)
+    save_checkpoint(model, path, {"history": hist.to_dict()})
+    (path.with_suffix(".json")).write_text(json.dumps({"val_loss": hist.final_val_loss,
+                                                        "seconds": hist.seconds}))
+    return model, tok, hist
