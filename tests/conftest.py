@@ -1,0 +1,21 @@
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from gptbook.model import GPTConfig  # noqa: E402
+
+
+@pytest.fixture
+def tiny_config():
+    """Small for testing efficiency: every model test runs in milliseconds."""
+    return GPTConfig(vocab_size=64, block_size=16, n_layer=2, n_head=2, n_embd=32)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+    yield
