@@ -40,6 +40,8 @@ class Profile:
     finetune_steps: int = 150
     finetune_batch_size: int = 16
     max_examples: Optional[int] = 3000       # cap per dataset split; None = all
+    finetune_lr: float = 1e-3                # peak learning rate for fine-tuning (ch03)
+    hf_train_steps: int = 20                 # steps of the HF Trainer continued pre-training (ch03)
     threads: Optional[int] = 2               # torch threads on CPU (fixed, so runs repeat exactly)
 
     def model_config(self, **changes) -> GPTConfig:
@@ -63,7 +65,8 @@ PROFILES = {
         name="full", dtype="bfloat16", vocab_size=8192, block_size=256, n_layer=6, n_head=6,
         n_embd=384, dropout=0.2, batch_size=64, max_steps=5000, learning_rate=1e-3, min_lr=1e-4,
         warmup_steps=200, eval_interval=250, eval_iters=50, corpus_chars=None,
-        finetune_steps=1000, finetune_batch_size=32, max_examples=None, threads=None),
+        finetune_steps=1000, finetune_batch_size=32, max_examples=None, threads=None,
+        finetune_lr=3e-4, hf_train_steps=500),
 }
 
 

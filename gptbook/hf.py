@@ -54,11 +54,13 @@ def _check_keys(ours: set, theirs: set, what: str):
         raise ValueError(f"{what}: keys with no counterpart: {sorted(missing)[:5]} ...")
 
 
-def to_hf(gpt: GPT, cls=None):
-    """The book's GPT -> a new transformers GPT2LMHeadModel (or `cls`, e.g. GPT2Model) with its weights."""
+def to_hf(gpt: GPT, cls=None, **config_extra):
+    """The book's GPT -> a new transformers GPT2LMHeadModel (or `cls`, e.g. GPT2Model) with its weights.
+    config_extra goes to the GPT2Config, e.g. `cls=GPT2ForSequenceClassification, num_labels=3,
+    pad_token_id=1`; heads the book's GPT lacks (`score`) keep HF's fresh initialisation."""
     from transformers import GPT2LMHeadModel
     cls = cls or GPT2LMHeadModel
-    hf = cls(to_hf_config(gpt.config)).eval()
+    hf = cls(to_hf_config(gpt.config, **config_extra)).eval()
     sd = {k: v for k, v in gpt.state_dict().items() if k != "lm_head.weight"}
     hf_sd = hf.state_dict()
     if not any(k.startswith("transformer.") for k in hf_sd):   # a bare GPT2Model

@@ -78,6 +78,28 @@ def estimate_loss(model, get_batch, iters: int, device, dtype="float32") -> floa
     return sum(losses) / len(losses)
 
 
+@torch.no_grad()
+def stream_loss(model, ids: torch.Tensor, batch_size: int = 32, device=None, dtype: str = "float32"):
+    """Deterministic loss over ALL non-overlapping block_size windows of a 1-D token tensor.
+    Returns (mean cross-entropy per predicted token in nats, number of predicted tokens)."""
+    T = model.config.block_size
+    starts = list(range(0, ids.numel() - T, T))
+    if not starts:
+        raise ValueError(f"need more than block_size={T} tokens, got {ids.numel()}")
+    device = device or next(model.parameters()).device
+    was = model.training
+    model.eval()
+    total = 0.0
+    for i in range(0, len(starts), batch_size):
+        s = starts[i:i + batch_size]
+        x = torch.stack([ids[j:j + T] for j in s]).to(device)          # (B, T)
+        y = torch.stack([ids[j + 1:j + T + 1] for j in s]).to(device)  # (B, T)
+        with autocast_for(torch.device(device), dtype):
+            total += model(x, y).loss.float().item() * y.numel()
+    model.train(was)
+    return total / (len(starts) * T), len(starts) * T
+
+
 def train(model, get_train_batch: Callable, cfg: Profile, get_val_batch: Optional[Callable] = None,
           max_steps: Optional[int] = None, learning_rate: Optional[float] = None,
           grad_accum: int = 1, progress: bool = True, loss_fn: Optional[Callable] = None) -> History:
@@ -143,6 +165,19 @@ def _corpus_tokens(cfg: Profile, tok):
         train_ids += ids[:cut]
         val_ids += ids[cut:]
     return torch.tensor(train_ids, dtype=torch.long), torch.tensor(val_ids, dtype=torch.long)
+
+
+def corpus_tokens(cfg: Profile, tok):
+    """(train_ids, val_ids) of the pre-training corpus: the last 10% of each language is validation."""
+    return _corpus_tokens(cfg, tok)
+
+
+def shakespeare_val(cfg: Profile, tok):
+    """The English validation part of corpus_tokens: (ids (N,), its text) for per-character losses."""
+    from . import data
+    ids = tok.encode(data.load_shakespeare(cfg.corpus_chars)).ids + [tok.token_to_id("<|endoftext|>")]
+    val = ids[int(len(ids) * 0.9):]
+    return torch.tensor(val, dtype=torch.long), tok.decode(val)
 
 
 def pretrain(cfg: Profile, progress: bool = True):

@@ -1,0 +1,104 @@
+"""gptbook.train on tiny configs: schedule shape, the loop learns, checkpoints, the cached model."""
+import math
+
+import pytest
+import torch
+
+from gptbook import config, data, train
+from gptbook.model import GPT
+
+TEXT = ("To be, or not to be, that is the question:\nWhether 'tis nobler in the mind to suffer\n"
+        "The slings and arrows of outrageous fortune,\n") * 200
+
+
+def tiny_profile(**kw):
+    base = dict(vocab_size=300, block_size=16, n_layer=1, n_head=2, n_embd=32, batch_size=4,
+                max_steps=5, warmup_steps=2, eval_interval=2, eval_iters=2, corpus_chars=20000,
+                threads=None)
+    base.update(kw)
+    return config.get_profile("quick", **base)
+
+
+def test_lr_at_warmup_then_cosine():
+    lrs = [train.lr_at(s, 1.0, 0.1, warmup=10, total=100) for s in range(120)]
+    assert all(a < b for a, b in zip(lrs[:9], lrs[1:10]))          # linear warm-up rises
+    assert lrs[9] == pytest.approx(1.0)                             # peak at the end of warm-up
+    assert all(a >= b for a, b in zip(lrs[10:100], lrs[11:101]))    # cosine decays
+    assert lrs[55] == pytest.approx(0.55, abs=0.01)                 # half way: the mean of max and min
+    assert lrs[100:] == [0.1] * 20                                  # min_lr after the end
+
+
+def test_batch_fn_targets_are_shifted_inputs():
+    tokens = torch.arange(100)
+    x, y = train.batch_fn(tokens, 8, 3, torch.Generator().manual_seed(0))()
+    assert x.shape == y.shape == (3, 8)
+    torch.testing.assert_close(y, x + 1)
+    with pytest.raises(ValueError, match="block_size"):
+        train.batch_fn(torch.arange(5), 8, 3, torch.Generator())
+
+
+def test_loss_goes_down_on_a_memorisable_batch(tiny_config):
+    model = GPT(tiny_config)
+    x = torch.randint(0, tiny_config.vocab_size, (4, tiny_config.block_size))
+    y = torch.roll(x, -1, dims=1)
+    cfg = tiny_profile(learning_rate=1e-2, min_lr=1e-3, warmup_steps=5)
+    hist = train.train(model, lambda device: (x, y), cfg, max_steps=60, progress=False)
+    assert hist.train_loss[0] > math.log(tiny_config.vocab_size) - 0.5   # starts near uniform
+    assert hist.train_loss[-1] < 0.3 * hist.train_loss[0]
+    assert hist.tokens_seen == 60 * x.numel()
+
+
+def test_grad_accum_counts_all_micro_batches(tiny_config):
+    model = GPT(tiny_config)
+    x = torch.randint(0, tiny_config.vocab_size, (2, tiny_config.block_size))
+    hist = train.train(model, lambda device: (x, x), tiny_profile(), max_steps=3, grad_accum=2,
+                       progress=False)
+    assert hist.tokens_seen == 3 * 2 * x.numel()
+
+
+def test_stream_loss_is_the_mean_over_all_windows(tiny_config):
+    model = GPT(tiny_config).eval()
+    ids = torch.randint(0, tiny_config.vocab_size, (5 * tiny_config.block_size + 3,))
+    loss, n = train.stream_loss(model, ids, batch_size=2)
+    T = tiny_config.block_size
+    windows = [(ids[i:i + T], ids[i + 1:i + T + 1]) for i in range(0, len(ids) - T, T)]
+    with torch.no_grad():
+        ref = sum(model(a[None], b[None]).loss.item() * T for a, b in windows) / (len(windows) * T)
+    assert n == len(windows) * T
+    assert loss == pytest.approx(ref, rel=1e-5)
+
+
+def test_checkpoint_round_trip(tmp_path, tiny_config):
+    model = GPT(tiny_config).eval()
+    train.save_checkpoint(model, tmp_path / "m.pt", {"history": {"steps": [0, 1]}})
+    loaded, extra = train.load_checkpoint(tmp_path / "m.pt")
+    x = torch.randint(0, tiny_config.vocab_size, (2, 8))
+    torch.testing.assert_close(loaded(x).logits, model(x).logits, rtol=0, atol=0)
+    assert loaded.config == model.config and extra == {"history": {"steps": [0, 1]}}
+    assert loaded.lm_head.weight is loaded.transformer.wte.weight      # tying survives loading
+
+
+@pytest.fixture
+def small_corpus(tmp_path, monkeypatch):
+    monkeypatch.setenv("GPTBOOK_CACHE", str(tmp_path))
+    monkeypatch.setattr(data, "load_shakespeare", lambda max_chars=None: TEXT[:max_chars])
+    monkeypatch.setattr(data, "load_chinese_text", lambda max_chars=None: "天下大事，分久必合。\n" * 300)
+    return tmp_path
+
+
+def test_pretrained_trains_once_then_loads(small_corpus, monkeypatch):
+    cfg = tiny_profile()
+    m1, tok, h1 = train.pretrained(cfg, progress=False)
+    assert len(h1.train_loss) == cfg.max_steps and h1.val_loss
+    assert list((small_corpus / "models").glob("*.pt"))
+
+    def no_training(*a, **k):
+        raise AssertionError("pretrained() trained again although the cache holds the model")
+    monkeypatch.setattr(train, "pretrain", no_training)
+    m2, tok2, h2 = train.pretrained(cfg, progress=False)
+    for (k, a), b in zip(m1.state_dict().items(), m2.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=k)
+    assert h2.train_loss == h1.train_loss and tok2.get_vocab() == tok.get_vocab()
+    # a different pre-training setting is a different cached model
+    with pytest.raises(AssertionError, match="trained again"):
+        train.pretrained(tiny_profile(max_steps=6), progress=False)
