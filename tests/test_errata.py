@@ -1,0 +1,94 @@
+"""Every erratum: its demonstration still holds, its Chinese claim is a real quote, ERRATA.md is current."""
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from gptbook import errata
+
+ROOT = Path(__file__).resolve().parents[1]
+SEEDS = Path(os.environ.get("GPTBOOK_SEEDS", ROOT.parent / "shared" / "seeds"))
+IDS = sorted(errata.REGISTRY, key=errata._order)
+
+
+def _norm(s: str) -> str:
+    return re.sub(r"\s+", " ", s).strip()
+
+
+def _doc_text(doc: str) -> str:
+    files = sorted(SEEDS.glob(f"{doc}_*.txt"))
+    if not files:
+        pytest.skip(f"documents not found in {SEEDS} (set GPTBOOK_SEEDS)")
+    return _norm(files[0].read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("id", IDS)
+def test_demonstration_holds(id):
+    evidence = errata.demonstrate(id)
+    assert isinstance(evidence, str) and 10 < len(evidence) < 1200, evidence
+    assert "/work/" not in evidence and "0x" not in evidence  # notebook-stable: no paths or addresses
+
+
+@pytest.mark.parametrize("id", IDS)
+def test_claim_is_a_chinese_quote_from_the_document(id):
+    e = errata.get(id)
+    assert re.search(r"[\u4e00-\u9fff]", e.claim), f"{id}: the claim must quote the Chinese text"
+    text = _doc_text(e.doc)
+    # a claim may join several excerpts with "…"; each must occur verbatim (whitespace-normalised)
+    for part in e.claim.split("…"):
+        part = _norm(part)
+        assert len(part) >= 8, f"{id}: excerpt too short to identify: {part!r}"
+        assert part in text, f"{id}: not found in document {e.doc}: {part!r}"
+
+
+def test_registry_is_well_formed():
+    assert len(IDS) >= 17
+    assert IDS[:17] == [f"E{i}" for i in range(1, 18)]  # E1..E17 = the seed map's list, in order
+    for e in errata.REGISTRY.values():
+        assert re.fullmatch(r"E\d+", e.id)
+        assert e.chapter in errata.CHAPTERS and e.doc in errata.DOCS
+        assert e.section.startswith("§") and e.truth and not re.search(r"[\u4e00-\u9fff]{4}", e.truth)
+    seed_chapters = {"02": [1, 3, 16], "01": [2, 8, 10, 13, 14], "03": [4, 5, 6, 7, 9, 11, 12, 15, 17]}
+    for ch, nums in seed_chapters.items():
+        assert all(errata.get(f"E{n}").chapter == ch for n in nums)
+
+
+def test_duplicate_ids_and_bad_chapters_rejected():
+    with pytest.raises(ValueError, match="duplicate"):
+        errata.erratum("E1", "000", "§1", "01", "重复", "x")(lambda: "")
+    with pytest.raises(ValueError, match="chapter"):
+        errata.erratum("E9999", "000", "§1", "07", "错误", "x")(lambda: "")
+    with pytest.raises(KeyError, match="unknown erratum"):
+        errata.get("E0")
+
+
+def test_error_of_reports_and_insists_on_failure():
+    assert errata.error_of(lambda: {}["k"]) == "KeyError: 'k'"
+    msg = errata.error_of(lambda: exec("from transformers import AdamW", {}))
+    assert msg.startswith("ImportError") and "/" not in msg  # absolute paths are stripped
+    with pytest.raises(AssertionError, match="ran without error"):
+        errata.error_of(lambda: 1)
+
+
+def test_callout_displays_and_raises_only_when_demo_fails(capsys, monkeypatch):
+    assert errata.callout("E10") is None
+    out = capsys.readouterr().out
+    md = errata.markdown("E10", errata.demonstrate("E10"))
+    assert "Erratum E10" in md and "10亿" in md and "Shown by running it" in md
+    e = errata.REGISTRY["E10"]
+
+    def broken():
+        raise AssertionError("no longer holds")
+    monkeypatch.setitem(errata.REGISTRY, "E10", e.__class__(**{**e.__dict__, "demo": broken}))
+    with pytest.raises(AssertionError):
+        errata.callout("E10")
+    assert "Traceback" not in out
+
+
+def test_errata_md_is_up_to_date():
+    path = ROOT / "ERRATA.md"
+    assert path.exists(), "run: python -c \"from gptbook import errata; print(errata.index_markdown(), end='')\" > ERRATA.md"
+    assert path.read_text(encoding="utf-8") == errata.index_markdown(), "ERRATA.md is stale; regenerate it"
+    for ch in errata.CHAPTERS:
+        assert sum(e.chapter == ch for e in errata.REGISTRY.values()) == len(errata.by_chapter(ch))
