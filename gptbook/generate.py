@@ -81,7 +81,9 @@ def generate(model, idx, max_new_tokens: int, temperature: float = 1.0, top_k: O
             cond_mask = None if mask is None else mask[:, -cond.size(1):]
             out = model(cond, attention_mask=cond_mask)
         past = out.past_key_values if use_cache else None
-        logits = apply_repetition_penalty(out.logits[:, -1, :], idx, repetition_penalty)
+        # padding is not "seen" text: point pad slots at the row's last (real) token instead
+        seen = idx if mask is None else torch.where(mask.bool(), idx, idx[:, -1:])
+        logits = apply_repetition_penalty(out.logits[:, -1, :], seen, repetition_penalty)
         idx_next = sample_next(logits, temperature, top_k, top_p, generator)  # (B, 1)
         if eos_token_id is not None:
             # rows that already produced EOS keep emitting EOS

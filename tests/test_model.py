@@ -1,0 +1,317 @@
+"""Unit tests of gptbook.model and gptbook.generate (tiny configs, CPU, seconds)."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from gptbook.generate import (apply_repetition_penalty, check_sampling, generate, left_pad,
+                              sample_next)
+from gptbook.model import GPT, PUBLISHED, GPTConfig, count_params
+
+
+def make(config, **changes):
+    torch.manual_seed(0)
+    return GPT(config.replace(**changes)).eval()
+
+
+def rand_idx(config, B=2, T=None, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, config.vocab_size, (B, T or config.block_size), generator=g)
+
+
+# ------------------------------------------------------------------ forward, masks, paths
+
+@pytest.mark.parametrize("flash", [True, False])
+def test_causal_future_token_never_changes_earlier_logits(tiny_config, flash):
+    model = make(tiny_config, flash=flash)
+    idx = rand_idx(tiny_config, B=1)
+    base = model(idx).logits
+    T = idx.size(1)
+    for t in (0, T // 2, T - 1):
+        changed = idx.clone()
+        changed[0, t] = (changed[0, t] + 1) % tiny_config.vocab_size
+        out = model(changed).logits
+        torch.testing.assert_close(out[:, :t], base[:, :t], rtol=0, atol=0)
+        assert not torch.allclose(out[:, t], base[:, t])  # the changed position itself does move
+
+
+@pytest.mark.parametrize("B,T", [(1, 1), (2, 5), (3, 16)])
+@pytest.mark.parametrize("n_head", [1, 2, 4])
+def test_manual_equals_sdpa(tiny_config, B, T, n_head):
+    manual = make(tiny_config, n_head=n_head, flash=False)
+    sdpa = make(tiny_config, n_head=n_head, flash=True)
+    sdpa.load_state_dict(manual.state_dict())
+    idx = rand_idx(tiny_config, B=B, T=T)
+    torch.testing.assert_close(sdpa(idx).logits, manual(idx).logits, rtol=1e-5, atol=1e-5)
+
+
+def test_manual_equals_sdpa_with_padding_mask(tiny_config):
+    manual = make(tiny_config, flash=False)
+    sdpa = make(tiny_config, flash=True)
+    sdpa.load_state_dict(manual.state_dict())
+    idx, mask = left_pad([[5, 6, 7, 8], [9, 10]], pad_id=0)
+    torch.testing.assert_close(sdpa(idx, attention_mask=mask).logits,
+                               manual(idx, attention_mask=mask).logits, rtol=1e-5, atol=1e-5)
+
+
+def test_loss_is_cross_entropy_and_ignore_index(tiny_config):
+    model = make(tiny_config)
+    idx = rand_idx(tiny_config, T=8)
+    targets = rand_idx(tiny_config, T=8, seed=2)
+    out = model(idx, targets)
+    ref = F.cross_entropy(out.logits.reshape(-1, tiny_config.vocab_size), targets.reshape(-1))
+    torch.testing.assert_close(out.loss, ref)
+    targets[:, :4] = -100
+    out = model(idx, targets)
+    ref = F.cross_entropy(out.logits[:, 4:].reshape(-1, tiny_config.vocab_size),
+                          targets[:, 4:].reshape(-1))
+    torch.testing.assert_close(out.loss, ref)
+
+
+def test_weight_tying(tiny_config):
+    model = make(tiny_config)
+    assert model.lm_head.weight is model.transformer.wte.weight
+    untied = sum(p.numel() for p in model.parameters()) + model.lm_head.weight.numel()
+    assert untied - model.num_params() == tiny_config.vocab_size * tiny_config.n_embd
+
+
+# ------------------------------------------------------------------ parameter counts
+
+@pytest.mark.parametrize("changes", [{}, {"bias": False}, {"n_layer": 3, "n_head": 4, "n_embd": 48},
+                                     {"vocab_size": 1000, "block_size": 7}])
+def test_count_params_equals_numel(tiny_config, changes):
+    config = tiny_config.replace(**changes)
+    model = GPT(config)
+    assert count_params(config) == sum(p.numel() for p in model.parameters())
+    assert count_params(config, include_embeddings=False) == model.num_params(include_embeddings=False)
+
+
+@pytest.mark.parametrize("name", ["GPT-1", "GPT-2 small", "GPT-2 medium"])
+def test_count_params_published_on_meta_device(name):
+    config = PUBLISHED[name]
+    with torch.device("meta"):
+        model = GPT(config)
+    assert count_params(config) == sum(p.numel() for p in model.parameters())
+
+
+def test_published_counts_match_the_papers():
+    millions = {k: count_params(c) / 1e6 for k, c in PUBLISHED.items()}
+    assert round(millions["GPT-1"]) == 117
+    assert round(millions["GPT-2 small"]) == 124
+    assert round(millions["GPT-2 medium"]) == 355
+    assert round(millions["GPT-2 large"]) == 774
+    assert round(millions["GPT-2 XL"] / 1e3, 1) == 1.6       # reported as "1.5B"
+    assert round(millions["GPT-3 175B"] / 1e3) == 175
+
+
+# ------------------------------------------------------------------ clear errors
+
+def test_bad_inputs_raise_clear_errors(tiny_config):
+    model = make(tiny_config)
+    with pytest.raises(TypeError, match="integer tensor"):
+        model(torch.zeros(1, 4))
+    with pytest.raises(TypeError, match="integer tensor"):
+        model([[1, 2, 3]])
+    with pytest.raises(ValueError, match=r"idx\[None\]"):
+        model(torch.tensor([1, 2, 3]))
+    with pytest.raises(ValueError, match="block_size"):
+        model(rand_idx(tiny_config, T=tiny_config.block_size + 1))
+    with pytest.raises(ValueError, match="token ids must be in"):
+        model(torch.tensor([[1, tiny_config.vocab_size]]))
+    with pytest.raises(ValueError, match="token ids must be in"):
+        model(torch.tensor([[-1, 2]]))
+    with pytest.raises(ValueError, match="targets must have the shape"):
+        model(rand_idx(tiny_config, T=4), targets=rand_idx(tiny_config, T=5))
+    with pytest.raises(ValueError, match="attention_mask must have shape"):
+        model(rand_idx(tiny_config, T=4), attention_mask=torch.ones(2, 5))
+
+
+def test_bad_configs_raise(tiny_config):
+    with pytest.raises(ValueError, match="divisible by n_head"):
+        GPTConfig(n_embd=30, n_head=4)
+    with pytest.raises(ValueError, match="unknown GPTConfig field"):
+        tiny_config.replace(n_embed=64)
+    with pytest.raises(ValueError, match="positive int"):
+        GPTConfig(n_layer=0)
+    with pytest.raises(ValueError, match="dropout"):
+        GPTConfig(dropout=1.0)
+    with pytest.raises(TypeError, match="GPTConfig"):
+        GPT({"n_layer": 2})
+
+
+def test_bad_sampling_settings_raise(tiny_config):
+    model = make(tiny_config)
+    idx = rand_idx(tiny_config, T=4)
+    for kw, msg in [({"temperature": -1}, "temperature"), ({"top_k": 0}, "top_k"),
+                    ({"top_p": 0.0}, "top_p"), ({"top_p": 1.5}, "top_p"),
+                    ({"repetition_penalty": 0}, "repetition_penalty")]:
+        with pytest.raises(ValueError, match=msg):
+            check_sampling(**kw)
+        with pytest.raises(ValueError, match=msg):
+            generate(model, idx, 2, **kw)
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        generate(model, idx, -1)
+    with pytest.raises(ValueError, match="block_size"):
+        generate(model, idx, tiny_config.block_size, use_cache=True)
+    with pytest.raises(ValueError, match="non-empty"):
+        left_pad([[1], []], pad_id=0)
+
+
+# ------------------------------------------------------------------ KV cache
+
+@pytest.mark.parametrize("flash", [True, False])
+def test_cached_forward_equals_full_forward(tiny_config, flash):
+    model = make(tiny_config, flash=flash)
+    idx = rand_idx(tiny_config, T=12)
+    full = model(idx).logits
+    out = model(idx[:, :5])
+    pieces = [out.logits]
+    for t in range(5, 12, 3):   # feed the rest in chunks of 3, 3, 1
+        out = model(idx[:, t:t + 3], past_key_values=out.past_key_values)
+        pieces.append(out.logits)
+    torch.testing.assert_close(torch.cat(pieces, dim=1), full, rtol=1e-5, atol=1e-5)
+    assert out.past_key_values[0][0].shape == (2, tiny_config.n_head, 12,
+                                               tiny_config.n_embd // tiny_config.n_head)
+
+
+def test_cache_too_long_raises(tiny_config):
+    model = make(tiny_config)
+    out = model(rand_idx(tiny_config, T=tiny_config.block_size))
+    with pytest.raises(ValueError, match="block_size"):
+        model(rand_idx(tiny_config, T=1), past_key_values=out.past_key_values)
+
+
+@pytest.mark.parametrize("sampling", [dict(temperature=0.0),
+                                      dict(temperature=1.0),
+                                      dict(temperature=0.8, top_k=5),
+                                      dict(temperature=1.2, top_p=0.9)])
+def test_generate_cache_equals_no_cache(tiny_config, sampling):
+    model = make(tiny_config)
+    idx = rand_idx(tiny_config, T=4)
+    a = generate(model, idx, 10, use_cache=True, generator=torch.Generator().manual_seed(3), **sampling)
+    b = generate(model, idx, 10, use_cache=False, generator=torch.Generator().manual_seed(3), **sampling)
+    assert a.shape == (2, 14)
+    assert torch.equal(a, b)
+    assert torch.equal(a[:, :4], idx)
+
+
+def test_generate_without_cache_slides_past_block_size(tiny_config):
+    model = make(tiny_config)
+    out = generate(model, rand_idx(tiny_config, T=10), 20, temperature=0, use_cache=False)
+    assert out.shape == (2, 30)
+
+
+def test_generate_restores_training_mode(tiny_config):
+    model = make(tiny_config).train()
+    generate(model, rand_idx(tiny_config, T=3), 2, temperature=0)
+    assert model.training
+
+
+@pytest.mark.parametrize("use_cache", [True, False])
+@pytest.mark.parametrize("penalty", [1.0, 1.3])
+def test_batched_left_padded_equals_unbatched(tiny_config, use_cache, penalty):
+    model = make(tiny_config)
+    g = torch.Generator().manual_seed(5)
+    prompts = [torch.randint(2, tiny_config.vocab_size, (n,), generator=g).tolist() for n in (3, 7, 5)]
+    idx, mask = left_pad(prompts, pad_id=0)
+    batched = generate(model, idx, 6, temperature=0, use_cache=use_cache, attention_mask=mask,
+                       repetition_penalty=penalty)
+    for i, p in enumerate(prompts):
+        single = generate(model, torch.tensor([p]), 6, temperature=0, use_cache=use_cache,
+                          repetition_penalty=penalty)
+        assert batched[i, idx.size(1):].tolist() == single[0, len(p):].tolist()
+    # the last-position logits agree too (not only their argmax)
+    last = model(idx, attention_mask=mask).logits[:, -1]
+    for i, p in enumerate(prompts):
+        torch.testing.assert_close(last[i], model(torch.tensor([p])).logits[0, -1],
+                                   rtol=1e-5, atol=1e-5)
+
+
+def test_repetition_penalty_ignores_padding(tiny_config):
+    # regression: pad slots used to count as "seen" tokens, so a padded row's generation differed
+    # from the same prompt alone whenever the pad id was a likely next token (GPT-2 pads with eos)
+    model = make(tiny_config)
+    prompts = [[5, 9, 3], [7, 1, 2, 8, 4, 6, 11]]
+    single = generate(model, torch.tensor([prompts[0]]), 6, temperature=0, repetition_penalty=2.0)
+    pad_id = int(single[0, 3])              # the padded row's own first choice
+    idx, mask = left_pad(prompts, pad_id=pad_id)
+    batched = generate(model, idx, 6, temperature=0, attention_mask=mask, repetition_penalty=2.0)
+    assert batched[0, idx.size(1):].tolist() == single[0, 3:].tolist()
+
+
+def test_left_pad():
+    idx, mask = left_pad([[1, 2, 3], [4]], pad_id=9)
+    assert idx.tolist() == [[1, 2, 3], [9, 9, 4]]
+    assert mask.tolist() == [[1, 1, 1], [0, 0, 1]]
+
+
+# ------------------------------------------------------------------ sampling rules
+
+def _sample_set(logits, n=4000, **kw):
+    g = torch.Generator().manual_seed(0)
+    return sample_next(logits.expand(n, -1), generator=g, **kw).squeeze(1)
+
+
+def test_temperature_zero_is_argmax():
+    logits = torch.randn(8, 50)
+    assert torch.equal(sample_next(logits, temperature=0).squeeze(1), logits.argmax(-1))
+    assert torch.equal(sample_next(logits, temperature=0, top_k=3, top_p=0.5).squeeze(1),
+                       logits.argmax(-1))
+
+
+def test_top_k_keeps_the_k_largest():
+    logits = torch.tensor([[0.1, 3.0, -1.0, 2.0, 2.5, 0.0]])
+    drawn = _sample_set(logits, top_k=3)
+    assert set(drawn.tolist()) == {1, 3, 4}
+    # within the kept set the probabilities are the renormalised softmax
+    freq = torch.bincount(drawn, minlength=6).float() / len(drawn)
+    expected = torch.zeros(6)
+    expected[[1, 3, 4]] = F.softmax(logits[0, [1, 3, 4]], dim=0)
+    torch.testing.assert_close(freq, expected, atol=0.03, rtol=0)
+
+
+def test_top_p_keeps_the_smallest_set_reaching_p():
+    logits = torch.tensor([[0.2, 0.4, 0.1, 0.3]]).log()   # sorted: 1 (.4), 3 (.3), 0 (.2), 2 (.1)
+    assert set(_sample_set(logits, top_p=0.65).tolist()) == {1, 3}      # .4 + .3 >= .65
+    assert set(_sample_set(logits, top_p=0.75).tolist()) == {0, 1, 3}   # needs .2 more
+    assert set(_sample_set(logits, top_p=0.3).tolist()) == {1}          # the top token always stays
+    assert set(_sample_set(logits, top_p=1.0).tolist()) == {0, 1, 2, 3}
+
+
+def test_seeded_sampling_repeats():
+    logits = torch.randn(3, 20)
+    a = sample_next(logits, generator=torch.Generator().manual_seed(7))
+    b = sample_next(logits, generator=torch.Generator().manual_seed(7))
+    assert torch.equal(a, b)
+
+
+def test_repetition_penalty():
+    logits = torch.tensor([[2.0, -2.0, 1.0, 0.5]])
+    out = apply_repetition_penalty(logits, torch.tensor([[0, 1, 1]]), 2.0)
+    assert out.tolist() == [[1.0, -4.0, 1.0, 0.5]]   # seen: 2 -> 1, -2 -> -4; unseen unchanged
+    assert apply_repetition_penalty(logits, torch.tensor([[0]]), 1.0) is logits
+
+
+def test_repetition_penalty_changes_greedy_generation(tiny_config):
+    model = make(tiny_config)
+    idx = rand_idx(tiny_config, B=1, T=3)
+    plain = generate(model, idx, 12, temperature=0)
+    penalised = generate(model, idx, 12, temperature=0, repetition_penalty=1e6)
+    # with a huge penalty no token already in the context wins while an unseen one has logit > 0
+    assert len(set(penalised[0, 3:].tolist())) >= len(set(plain[0, 3:].tolist()))
+
+
+def test_eos_stops_and_pads_finished_rows(tiny_config):
+    model = make(tiny_config)
+    idx = rand_idx(tiny_config, B=2, T=3)
+    free = generate(model, idx, 8, temperature=0)
+    eos = int(free[0, 3])                       # row 0's first new token becomes "end of text"
+    out = generate(model, idx, 8, temperature=0, eos_token_id=eos)
+    assert out[0, 3] == eos and (out[0, 3:] == eos).all()   # finished rows keep emitting eos
+    row1 = free[1, 3:].tolist()
+    stop = row1.index(eos) + 1 if eos in row1 else len(row1)
+    assert out[1, 3:3 + stop].tolist() == row1[:stop]
+    if eos not in row1:
+        assert out.shape == free.shape
+    # a single row stops at once
+    one = generate(model, idx[:1], 8, temperature=0, eos_token_id=eos)
+    assert one.shape == (1, 4)
