@@ -1,0 +1,177 @@
+"""From GPT to a chat model: instruction tuning with a response-only loss, and DPO.
+
+Instruction tuning (supervised fine-tuning, SFT): train on prompt/response pairs, but count the
+loss only on the response tokens (labels -100 on the prompt, which `GPT.forward` ignores).
+DPO (Rafailov et al. 2023): given a prompt x, a preferred answer y_w and a worse one y_l,
+    loss = -log sigmoid(beta * [(log pi(y_w|x) - log pi_ref(y_w|x)) - (log pi(y_l|x) - log pi_ref(y_l|x))])
+where pi_ref is a frozen copy of the starting (SFT) model.
+"""
+from __future__ import annotations
+
+import random
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+IGNORE = -100  # the label value GPT.forward (and F.cross_entropy) skips
+TEMPLATE = "### Instruction:\n{prompt}\n\n### Response:\n"
+
+
+def format_prompt(prompt: str) -> str:
+    """The instruction template; the model learns to answer after '### Response:'."""
+    return TEMPLATE.format(prompt=prompt)
+
+
+def split_pairs(pairs: Sequence, frac_val: float = 0.1, seed: int = 0):
+    """(train, val) split by distinct prompt, so no held-out prompt was seen in training."""
+    prompts = sorted({p[0] for p in pairs})
+    random.Random(seed).shuffle(prompts)
+    val_prompts = set(prompts[:max(1, int(len(prompts) * frac_val))])
+    return ([p for p in pairs if p[0] not in val_prompts], [p for p in pairs if p[0] in val_prompts])
+
+
+def encode_pair(tok, prompt: str, response: str, block_size: int, mask_prompt: bool = True):
+    """-> (ids, labels) lists of equal length <= block_size + 1; labels = ids, or IGNORE on the
+    prompt when mask_prompt. The response ends with <|endoftext|> so the model learns to stop."""
+    eos = tok.token_to_id("<|endoftext|>")
+    p = tok.encode(format_prompt(prompt)).ids
+    r = tok.encode(response).ids + [eos]
+    ids = (p + r)[:block_size + 1]
+    labels = ([IGNORE] * len(p) if mask_prompt else p) + r
+    return ids, labels[:block_size + 1]
+
+
+def collate(examples, pad_id: int):
+    """[(ids, labels)] -> x (B, T), y (B, T): right-padded, y shifted by one (next-token targets).
+    Padding sits after the real tokens, so with a causal mask no real token ever sees it."""
+    T = max(len(ids) for ids, _ in examples) - 1
+    x = torch.full((len(examples), T), pad_id, dtype=torch.long)
+    y = torch.full((len(examples), T), IGNORE, dtype=torch.long)
+    for i, (ids, labels) in enumerate(examples):
+        n = len(ids) - 1
+        x[i, :n] = torch.tensor(ids[:-1])
+        y[i, :n] = torch.tensor(labels[1:])
+    return x, y
+
+
+def batch_fn(examples, batch_size: int, pad_id: int, generator: torch.Generator) -> Callable:
+    """Random batches of encoded examples for `train.train`: get_batch(device) -> (x, y)."""
+    if not examples:
+        raise ValueError("no examples to batch")
+
+    def get_batch(device="cpu"):
+        ix = torch.randint(len(examples), (batch_size,), generator=generator).tolist()
+        x, y = collate([examples[i] for i in ix], pad_id)
+        return x.to(device), y.to(device)
+    return get_batch
+
+
+@torch.no_grad()
+def mean_loss(model, examples, pad_id: int, batch_size: int = 32, device="cpu") -> float:
+    """Cross-entropy per counted (label != -100) token over all examples, in eval mode."""
+    was = model.training
+    model.eval()
+    total, count = 0.0, 0
+    for i in range(0, len(examples), batch_size):
+        x, y = collate(examples[i:i + batch_size], pad_id)
+        x, y = x.to(device), y.to(device)
+        n = int((y != IGNORE).sum())
+        total += model(x, y).loss.item() * n
+        count += n
+    model.train(was)
+    return total / max(count, 1)
+
+
+def sequence_logprob(model, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Sum of log p(y_t | x_<=t) over the counted positions (y != -100). x, y: (B, T) -> (B,)."""
+    logits = model(x).logits                                       # (B, T, V)
+    logp = F.log_softmax(logits.float(), dim=-1)
+    keep = y != IGNORE
+    tok_logp = logp.gather(-1, y.clamp(min=0).unsqueeze(-1)).squeeze(-1)  # (B, T)
+    return (tok_logp * keep).sum(-1)
+
+
+def dpo_loss(pi_w: torch.Tensor, pi_l: torch.Tensor, ref_w: torch.Tensor, ref_l: torch.Tensor,
+             beta: float = 0.1):
+    """DPO loss from sequence log-probs (each (B,)). Returns (mean loss, rewards_w, rewards_l),
+    where reward = beta * (log pi - log pi_ref) is DPO's implicit reward."""
+    rw, rl = beta * (pi_w - ref_w), beta * (pi_l - ref_l)
+    return -F.logsigmoid(rw - rl).mean(), rw.detach(), rl.detach()
+
+
+def preference_pairs(pairs: Sequence, seed: int = 0):
+    """[(prompt, chosen, rejected)]: chosen = the real answer, rejected = an answer to another
+    prompt from a different topic (a clearly worse reply; real preference data is human-ranked)."""
+    rng = random.Random(seed)
+    out = []
+    for prompt, answer, topic in pairs:
+        while True:
+            other = pairs[rng.randrange(len(pairs))]
+            if other[2] != topic and other[1] != answer:
+                break
+        out.append((prompt, answer, other[1]))
+    return out
+
+
+def encode_preferences(tok, prefs, block_size: int):
+    """[(prompt, chosen, rejected)] -> [((ids_w, labels_w), (ids_l, labels_l))], prompt masked."""
+    return [(encode_pair(tok, p, w, block_size), encode_pair(tok, p, l, block_size))
+            for p, w, l in prefs]
+
+
+def preference_batch_fn(encoded, batch_size: int, pad_id: int, generator: torch.Generator):
+    """get_batch(device) -> (x, y) of shape (2B, T): the B chosen rows, then the B rejected rows."""
+    def get_batch(device="cpu"):
+        ix = torch.randint(len(encoded), (batch_size,), generator=generator).tolist()
+        rows = [encoded[i][0] for i in ix] + [encoded[i][1] for i in ix]
+        x, y = collate(rows, pad_id)
+        return x.to(device), y.to(device)
+    return get_batch
+
+
+def dpo_loss_fn(ref_model, beta: float = 0.1) -> Callable:
+    """A loss_fn(model, x, y) for `train.train` on preference batches (chosen rows, then rejected)."""
+    def loss_fn(model, x, y):
+        B = x.size(0) // 2
+        with torch.no_grad():
+            ref = sequence_logprob(ref_model, x, y)
+        pi = sequence_logprob(model, x, y)
+        return dpo_loss(pi[:B], pi[B:], ref[:B], ref[B:], beta)[0]
+    return loss_fn
+
+
+@torch.no_grad()
+def preference_metrics(model, ref_model, encoded, pad_id: int, beta: float = 0.1,
+                       batch_size: int = 32, device="cpu") -> dict:
+    """On held-out pairs: DPO loss, reward accuracy (implicit reward of chosen > rejected), mean
+    reward margin, and how often the model alone gives the chosen answer more log-probability."""
+    model.eval()
+    ref_model.eval()
+    pw, pl, rw_, rl_ = [], [], [], []
+    for i in range(0, len(encoded), batch_size):
+        chunk = encoded[i:i + batch_size]
+        x, y = collate([c[0] for c in chunk] + [c[1] for c in chunk], pad_id)
+        x, y = x.to(device), y.to(device)
+        B = len(chunk)
+        pi, ref = sequence_logprob(model, x, y), sequence_logprob(ref_model, x, y)
+        pw.append(pi[:B]); pl.append(pi[B:]); rw_.append(ref[:B]); rl_.append(ref[B:])
+    pw, pl, rw_, rl_ = (torch.cat(t) for t in (pw, pl, rw_, rl_))
+    loss, rw, rl = dpo_loss(pw, pl, rw_, rl_, beta)
+    return {"dpo_loss": loss.item(), "reward_accuracy": (rw > rl).float().mean().item(),
+            "reward_margin": (rw - rl).mean().item(),
+            "logprob_prefers_chosen": (pw > pl).float().mean().item()}
+
+
+@torch.no_grad()
+def respond(model, tok, prompt: str, max_new_tokens: int = 40, device="cpu") -> str:
+    """Greedy answer to one instruction, cut at <|endoftext|>."""
+    from .generate import generate
+    eos = tok.token_to_id("<|endoftext|>")
+    ids = tok.encode(format_prompt(prompt)).ids
+    room = model.config.block_size - len(ids)
+    out = generate(model, torch.tensor([ids], device=device), min(max_new_tokens, room),
+                   temperature=0.0, eos_token_id=eos)
+    new = [t for t in out[0, len(ids):].tolist()]
+    new = new[:new.index(eos)] if eos in new else new
+    return tok.decode(new).strip()
