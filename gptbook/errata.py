@@ -105,11 +105,17 @@ def quiet():
 
 @contextlib.contextmanager
 def seeded(seed: int = 0):
-    """Deterministic randomness inside a demo without disturbing the caller's RNG state."""
+    """Deterministic randomness inside a demo without disturbing the caller's RNG state; one thread
+    (tiny tensors run fastest and reproducibly that way), restored afterwards."""
     import torch
+    threads = torch.get_num_threads()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        yield
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(threads)
 
 
 def tiny_hf_config(**changes):
@@ -179,4 +185,4 @@ def index_markdown() -> str:
 
 
 # the entries: importing these modules registers them (they import the helpers above)
-from . import errata_model, errata_tuning  # noqa: E402,F401
+from . import errata_code, errata_facts, errata_model, errata_tuning  # noqa: E402,F401

@@ -48,7 +48,8 @@ def test_registry_is_well_formed():
     for e in errata.REGISTRY.values():
         assert re.fullmatch(r"E\d+", e.id)
         assert e.chapter in errata.CHAPTERS and e.doc in errata.DOCS
-        assert e.section.startswith("§") and e.truth and not re.search(r"[\u4e00-\u9fff]{4}", e.truth)
+        assert e.section.startswith("§") and len(e.truth) > 40
+        assert len(re.findall(r"[\u4e00-\u9fff]", e.truth)) < 0.1 * len(e.truth), f"{e.id}: truth is English"
     seed_chapters = {"02": [1, 3, 16], "01": [2, 8, 10, 13, 14], "03": [4, 5, 6, 7, 9, 11, 12, 15, 17]}
     for ch, nums in seed_chapters.items():
         assert all(errata.get(f"E{n}").chapter == ch for n in nums)
