@@ -1,0 +1,174 @@
+"""Exercises for chapter 05 (deployment): KV cache, int8, request validation, padding, latency, pruning."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.utils.prune
+
+from .. import generate, model
+from .core import FunctionProblem
+
+
+def _gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _ref_kv_cache_update(past, k_new, v_new):
+    if past is None:
+        return k_new, v_new
+    # the keys and values of earlier tokens never change: append the new ones on the time axis
+    return torch.cat([past[0], k_new], dim=2), torch.cat([past[1], v_new], dim=2)  # (B, nh, S+T, hs)
+
+
+class KVCacheUpdate(FunctionProblem):
+    """kv_cache_update(past (k, v) or None, k_new, v_new) -> (k, v), each (B, nh, S + T, hs)."""
+    name = "kv_cache_update"
+    reference = staticmethod(_ref_kv_cache_update)
+    uses = (model.CausalSelfAttention.forward,)
+    hints = ["The cache holds (k, v) for the S tokens seen so far, each (B, nh, S, hs); the new step "
+             "brings (B, nh, T, hs).",
+             "Concatenate along the time axis, dim=2; with no past, the new k, v are the cache."]
+
+    def cases(self):
+        g = _gen(50)
+        kv = lambda T: (torch.randn(2, 2, T, 4, generator=g), torch.randn(2, 2, T, 4, generator=g))  # noqa: E731
+        k1, v1 = kv(3)
+        k2, v2 = kv(1)
+        k3, v3 = kv(2)
+        return [(None, k1, v1), ((k1, v1), k2, v2), ((k1, v1), k3, v3)]
+
+
+def _ref_quantize_int8(x):
+    amax = x.abs().max().item()
+    scale = amax / 127 if amax > 0 else 1.0          # symmetric: [-amax, amax] -> [-127, 127]
+    q = torch.round(x / scale).clamp(-127, 127).to(torch.int8)
+    return q, scale
+
+
+class QuantizeInt8(FunctionProblem):
+    """quantize_int8(x) -> (q int8 tensor, scale float): symmetric per-tensor, x ~ q * scale."""
+    name = "quantize_int8"
+    reference = staticmethod(_ref_quantize_int8)
+    rtol, atol = 1e-6, 1e-9
+    hints = ["Symmetric: zero maps to 0 and the largest |x| maps to 127, so scale = max|x| / 127 "
+             "(use 1.0 when x is all zeros).",
+             "q = torch.round(x / scale).clamp(-127, 127).to(torch.int8); return (q, scale) with scale a float."]
+
+    def cases(self):
+        g = _gen(51)
+        return [(torch.randn(4, 5, generator=g),), (torch.tensor([-2.0, 0.0, 0.5, 1.0]),),
+                (torch.zeros(3),), (torch.randn(2, 3, generator=g) * 1e-3,)]
+
+
+LIMITS = {"max_prompt_chars": 2000, "max_new_tokens": 256, "max_temperature": 2.0}
+
+
+def _ref_validate_request(req):
+    if not isinstance(req, dict):
+        return ["request"]
+    bad = [key for key in req if key not in ("prompt", "max_new_tokens", "temperature", "top_p")]
+    number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
+    p = req.get("prompt")
+    if not isinstance(p, str) or not p.strip() or len(p) > LIMITS["max_prompt_chars"]:
+        bad.append("prompt")
+    n = req.get("max_new_tokens", 32)
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= LIMITS["max_new_tokens"]:
+        bad.append("max_new_tokens")
+    t = req.get("temperature", 1.0)
+    if not number(t) or not 0 <= t <= LIMITS["max_temperature"]:
+        bad.append("temperature")
+    top_p = req.get("top_p", 1.0)
+    if not number(top_p) or not 0 < top_p <= 1:
+        bad.append("top_p")
+    return sorted(bad)
+
+
+class ValidateRequest(FunctionProblem):
+    """validate_request(req: dict) -> sorted list of the invalid (or unknown) field names; [] = valid."""
+    name = "validate_request"
+    reference = staticmethod(_ref_validate_request)
+    hints = ["Check each field on its own and collect the names of the bad ones; return sorted(bad).",
+             "Missing optional fields take their defaults (max_new_tokens 32, temperature 1.0, top_p 1.0). "
+             "True is an int in Python: reject bools explicitly. A prompt of only spaces is empty.",
+             "Any key other than prompt, max_new_tokens, temperature, top_p is reported by its own name."]
+
+    def cases(self):
+        return [({"prompt": "Hello"},), ({"prompt": "Hi", "max_new_tokens": 256, "temperature": 0, "top_p": 1},),
+                ({"prompt": "   ", "max_new_tokens": 0},), ({"prompt": "x" * 2001, "temperature": 2.5},),
+                ({"prompt": "ok", "max_new_tokens": True, "top_p": 0},),
+                ({"prompt": "ok", "max_new_tokens": 10.0, "temperature": "hot", "stream": True},),
+                ({},), ("just a string",)]
+
+
+def _ref_left_pad(sequences, pad_id):
+    return generate.left_pad(sequences, pad_id)
+
+
+class LeftPad(FunctionProblem):
+    """left_pad(sequences, pad_id) -> (idx (B, T) long, attention_mask (B, T) long), padded on the LEFT."""
+    name = "left_pad"
+    reference = staticmethod(_ref_left_pad)
+    uses = (generate.left_pad,)
+    hints = ["A decoder generates after the LAST position, so every prompt must end there: put the "
+             "padding on the left.",
+             "T = the longest length; row i gets T - len(s) pad ids, then s; the mask is 0 on pads, 1 on tokens."]
+
+    def cases(self):
+        return [([[5, 6, 7], [8]], 0), ([[1, 2]], 9), ([[3], [4, 4, 4, 4], [2, 2]], 1)]
+
+
+def _ref_latency_percentile(latencies_ms, p):
+    return float(np.percentile(np.asarray(latencies_ms, dtype=float), p))
+
+
+class LatencyPercentile(FunctionProblem):
+    """latency_percentile(latencies_ms, p) -> float, linear interpolation (numpy's default)."""
+    name = "latency_percentile"
+    reference = staticmethod(_ref_latency_percentile)
+    hints = ["Sort the values; the p-th percentile sits at fractional rank r = p / 100 * (n - 1).",
+             "Interpolate between s[floor(r)] and s[ceil(r)]: s[lo] + (r - lo) * (s[hi] - s[lo])."]
+
+    def cases(self):
+        return [([12.0, 10.0, 30.0, 11.0], 50), ([12.0, 10.0, 30.0, 11.0], 95), ([5.0], 99),
+                (list(range(1, 101)), 90), ([3.0, 1.0, 2.0], 0), ([3.0, 1.0, 2.0], 100)]
+
+
+def _ref_prune_magnitude(weight, amount):
+    layer = torch.nn.Linear(weight.size(1), weight.size(0), bias=False)
+    with torch.no_grad():
+        layer.weight.copy_(weight)
+    # torch's L1 unstructured pruning: zero the round(amount * n) smallest |w|
+    torch.nn.utils.prune.l1_unstructured(layer, "weight", amount=amount)
+    return layer.weight.detach()
+
+
+class PruneMagnitude(FunctionProblem):
+    """prune_magnitude(weight (out, in), amount) -> a copy with the round(amount * n) smallest |w| set to 0."""
+    name = "prune_magnitude"
+    reference = staticmethod(_ref_prune_magnitude)
+    hints = ["n_prune = round(amount * weight.numel()); find the n_prune smallest absolute values.",
+             "torch.topk(weight.abs().flatten(), n_prune, largest=False).indices, then zero those "
+             "entries in a clone (do not change the input)."]
+
+    def cases(self):
+        g = _gen(52)
+        return [(torch.randn(4, 5, generator=g), 0.5), (torch.randn(3, 3, generator=g), 0.0),
+                (torch.randn(2, 8, generator=g), 0.3), (torch.randn(2, 2, generator=g), 1.0)]
+
+
+PROBLEMS = [KVCacheUpdate, QuantizeInt8, ValidateRequest, LeftPad, LatencyPercentile, PruneMagnitude]
+
+
+def problems():
+    """q1, q2, ... for the exercise notebook."""
+    return [cls() for cls in PROBLEMS]
+
+
+WRONG = {
+    "kv_cache_update": lambda past, k, v: (k, v),
+    "quantize_int8": lambda x: (x.to(torch.int8), 1.0),
+    "validate_request": lambda req: [] if isinstance(req, dict) and "prompt" in req else ["prompt"],
+    "left_pad": lambda seqs, pad_id: generate.left_pad(seqs, pad_id)[0].flip(1),
+    "latency_percentile": lambda lat, p: sorted(lat)[int(p / 100 * (len(lat) - 1))],
+    "prune_magnitude": lambda w, amount: w * (w > 0),
+}

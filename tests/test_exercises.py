@@ -1,0 +1,312 @@
+"""Exercises: every problem's checks, the notebooks' nbgrader metadata, release and grading.
+
+Grading executes notebooks in Jupyter kernels; the kernels of one module-scoped fixture run in
+parallel threads, so the file takes about a minute on 2 CPU cores.
+"""
+import copy
+import importlib
+import os
+import re
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import nbformat
+import pytest
+import torch
+import torch.nn as nn
+
+from gptbook import generate, mathx, model
+from gptbook.exercises import CHAPTERS, CORRECT, INCORRECT, NOT_ATTEMPTED, cli, core
+
+ROOT = Path(__file__).resolve().parents[1]
+MODULES = {k: importlib.import_module(f"gptbook.exercises.ch{k}") for k in CHAPTERS}
+PROBLEMS = [(k, q) for k, m in MODULES.items() for q in m.problems()]
+IDS = [f"ch{k}-{q.name}" for k, q in PROBLEMS]
+SOURCES = {k: ROOT / "exercises" / v / f"{v}_exercises.ipynb" for k, v in CHAPTERS.items()}
+
+
+def _stub(*args, **kwargs):
+    raise NotImplementedError()
+
+
+class _StubClass:
+    def __init__(self, *args):
+        raise NotImplementedError()
+
+
+@pytest.fixture(autouse=True)
+def _no_grader(monkeypatch):
+    monkeypatch.delenv("NBGRADER_EXECUTION", raising=False)
+    monkeypatch.delenv("GPTBOOK_GRADING", raising=False)
+
+
+# ---------------------------------------------------------------- every problem
+
+@pytest.mark.parametrize("ch,q", PROBLEMS, ids=IDS)
+def test_reference_passes(ch, q):
+    out = q.evaluate(q.reference)
+    assert out.status == CORRECT, out
+
+
+@pytest.mark.parametrize("ch,q", PROBLEMS, ids=IDS)
+def test_stub_is_not_attempted(ch, q):
+    stub = _StubClass if isinstance(q.reference, type) else _stub
+    out = q.evaluate(stub)
+    assert out.status == NOT_ATTEMPTED and "NotImplementedError" in out.message, out
+
+
+@pytest.mark.parametrize("ch,q", PROBLEMS, ids=IDS)
+def test_wrong_answer_is_incorrect_with_message(ch, q):
+    out = q.evaluate(MODULES[ch].WRONG[q.name])
+    assert out.status == INCORRECT, out
+    assert len(out.message) > 20 and ("expected" in out.message or "must" in out.message
+                                      or "initialise" in out.message), out.message
+
+
+@pytest.mark.parametrize("ch,q", PROBLEMS, ids=IDS)
+def test_check_never_raises_and_grade_raises_under_grader(ch, q, capsys, monkeypatch):
+    def boom(*args):
+        raise ZeroDivisionError("boom")
+
+    for fn in (boom, _stub, None, "not a function", lambda *a: object()):
+        q.check(fn)                                        # displays, never raises
+    assert "boom" in capsys.readouterr().out
+    q.grade(boom)                                          # no grader: displays like check
+    monkeypatch.setenv("NBGRADER_EXECUTION", "autograde")
+    with pytest.raises(AssertionError, match=f"{q.name}: incorrect.*ZeroDivisionError"):
+        q.grade(boom)
+    with pytest.raises(AssertionError, match="not attempted"):
+        q.grade(_StubClass if isinstance(q.reference, type) else _stub)
+    q.grade(q.reference)                                   # correct: no raise
+
+
+def test_messages_name_the_input_and_types():
+    q = MODULES["01"].CausalMask()
+    out = q.evaluate(lambda T: torch.ones(T, T).tril())    # float instead of bool
+    assert out.status == INCORRECT and "causal_mask(1)" in out.message and "dtype torch.bool" in out.message
+    out = q.evaluate(lambda T: [[1]])
+    assert "expected a tensor" in out.message and "list" in out.message
+    out = MODULES["03"].MacroF1().evaluate(lambda *a: "0.5")
+    assert "expected a number" in out.message
+
+
+def test_call_time_limit_stops_an_infinite_loop(monkeypatch):
+    monkeypatch.setenv("GPTBOOK_CALL_TIMEOUT", "0.5")
+
+    def forever(T):
+        while True:
+            pass
+
+    out = MODULES["01"].CausalMask().evaluate(forever)
+    assert out.status == INCORRECT and "did not finish within 0.5 s" in out.message
+
+
+def test_hint_and_solution_show_reference_and_gptbook_source(capsys):
+    q = MODULES["04"].NucleusMask()
+    q.hint(1)
+    q.hint(99)                                             # clamps to the last hint
+    src = q.solution_source()
+    assert "def _ref_nucleus_mask" in src and "def sample_next" in src
+    q.solution()
+    out = capsys.readouterr().out
+    assert "Hint 1" in out and "Solution" in out
+
+
+# ---------------------------------------------------------------- references agree with gptbook
+
+def test_references_agree_with_gptbook_model():
+    torch.manual_seed(0)
+    cfg = model.GPTConfig(vocab_size=16, block_size=8, n_layer=1, n_head=2, n_embd=8, flash=False)
+    attn = model.CausalSelfAttention(cfg).eval()
+    x = torch.randn(2, 5, 8)
+    q, k, v = attn.c_attn(x).split(8, dim=2)
+    ch01 = MODULES["01"]
+    heads = [ch01._ref_split_heads(t, 2) for t in (q, k, v)]
+    y = ch01._ref_attention(*heads, ch01._ref_causal_mask(5))
+    with torch.no_grad():
+        want, (k_model, v_model) = attn(x)
+        torch.testing.assert_close(attn.c_proj(mathx.merge_heads(y)), want)
+        # the KV-cache update is what the model keeps: feed 3 tokens, then 2 more
+        _, past = attn(x[:, :3])
+        _, present = attn(x[:, 3:], layer_past=past)
+        k_new, v_new = heads[1][:, :, 3:], heads[2][:, :, 3:]
+        for a, b in zip(MODULES["05"]._ref_kv_cache_update(past, k_new, v_new), present):
+            torch.testing.assert_close(a, b)
+    ln = nn.LayerNorm(8)
+    torch.testing.assert_close(ch01._ref_layer_norm(x, ln.weight, ln.bias), ln(x))
+    gpt = model.GPT(cfg.replace(n_layer=2)).eval()
+    assert ch01._ref_count_params(16, 8, 2, 2, 8) == gpt.num_params()
+
+
+def test_sequence_logprob_agrees_with_mathx():
+    torch.manual_seed(1)
+    gpt = model.GPT(model.GPTConfig(vocab_size=16, block_size=8, n_layer=1, n_head=2, n_embd=8)).eval()
+    idx = torch.randint(16, (3, 7))
+    with torch.no_grad():
+        got = MODULES["02"]._ref_sequence_logprob(gpt(idx).logits, idx)
+    torch.testing.assert_close(got, mathx.sequence_logprob(gpt, idx))
+
+
+def test_instruction_loss_agrees_with_model_forward():
+    torch.manual_seed(2)
+    gpt = model.GPT(model.GPTConfig(vocab_size=16, block_size=8, n_layer=1, n_head=2, n_embd=8)).eval()
+    idx, prompt_lens = torch.randint(16, (2, 6)), torch.tensor([2, 3])
+    targets = idx.roll(-1, dims=1)
+    targets[:, -1] = -100
+    for b, p in enumerate(prompt_lens.tolist()):
+        targets[b, : p - 1] = -100                       # predicting prompt tokens does not count
+    with torch.no_grad():
+        out = gpt(idx, targets=targets)
+        torch.testing.assert_close(MODULES["03"]._ref_instruction_loss(out.logits, idx, prompt_lens), out.loss)
+
+
+def test_lora_reference_agrees_with_peft():
+    peft = pytest.importorskip("peft")
+    torch.manual_seed(3)
+    net = nn.Sequential(nn.Linear(6, 4))
+    lora = peft.get_peft_model(copy.deepcopy(net), peft.LoraConfig(r=2, lora_alpha=4, target_modules=["0"]))
+    layer = lora.base_model.model[0]
+    mine = MODULES["03"]._RefLoRALinear(copy.deepcopy(net[0]), r=2, alpha=4.0)
+    with torch.no_grad():
+        layer.lora_B["default"].weight.normal_()
+        mine.A.copy_(layer.lora_A["default"].weight)
+        mine.B.copy_(layer.lora_B["default"].weight)
+    x = torch.randn(3, 6)
+    torch.testing.assert_close(mine(x), lora(x))
+
+
+def test_nucleus_mask_agrees_with_sample_next():
+    g = torch.Generator().manual_seed(4)
+    logits = torch.log(torch.tensor([0.4, 0.25, 0.15, 0.1, 0.06, 0.04]))[None]
+    for top_p in (0.3, 0.5, 0.65, 0.8, 0.95):
+        keep = MODULES["04"]._ref_nucleus_mask(logits, top_p)[0]
+        draws = generate.sample_next(logits.repeat(3000, 1), temperature=1.0, top_p=top_p, generator=g)
+        assert set(draws.flatten().tolist()) == set(keep.nonzero().flatten().tolist()), top_p
+
+
+# ---------------------------------------------------------------- notebooks: metadata and solutions
+
+def _cells(ch):
+    return nbformat.read(SOURCES[ch], as_version=4).cells
+
+
+@pytest.mark.parametrize("ch", list(CHAPTERS))
+def test_notebook_metadata_is_valid_nbgrader(ch):
+    nb = nbformat.read(SOURCES[ch], as_version=4)
+    nbformat.validate(nb)
+    graded = [cli.meta(c) for c in nb.cells if cli.meta(c)]
+    ids = [m["grade_id"] for m in graded]
+    assert len(ids) == len(set(ids)) and all(re.fullmatch(r"[A-Za-z0-9_-]+", i) for i in ids)
+    for m in graded:
+        assert m["schema_version"] == 3
+        assert set(m) >= {"grade", "solution", "locked", "grade_id"}
+        if m["grade"]:
+            assert m["locked"] and m["points"] > 0 and not m["solution"]
+        if m["solution"]:
+            assert not m["locked"]
+    names = [q.name for q in MODULES[ch].problems()]
+    assert len(names) >= 5
+    assert {f"test_{n}" for n in names} | set(names) | {"setup"} == set(ids)
+    for c in nb.cells:
+        assert c.cell_type == "markdown" or (not c.outputs and c.execution_count is None)
+        if cli.meta(c).get("solution"):
+            assert c.source.count("### BEGIN SOLUTION") == c.source.count("### END SOLUTION") >= 1
+
+
+@pytest.mark.parametrize("ch", list(CHAPTERS))
+def test_notebook_solutions_agree_with_package_references(ch):
+    cells = _cells(ch)
+    ns = {}
+    for c in cells:
+        if cli.meta(c).get("grade_id") == "setup" or cli.meta(c).get("solution"):
+            exec(compile(c.source, f"<{ch}:{cli.meta(c)['grade_id']}>", "exec"), ns)
+    for q in MODULES[ch].problems():
+        out = q.evaluate(ns[q.name])
+        assert out.status == CORRECT, out
+
+
+@pytest.mark.parametrize("ch", list(CHAPTERS))
+def test_release_strips_solutions(ch, tmp_path):
+    stripped = cli.strip_solutions(nbformat.read(SOURCES[ch], as_version=4))
+    for c in stripped.cells:
+        assert "BEGIN SOLUTION" not in c.source
+        if cli.meta(c).get("solution"):
+            assert "raise NotImplementedError()" in c.source and "# YOUR CODE HERE" in c.source
+    ns = {}
+    for c in stripped.cells:
+        if cli.meta(c).get("grade_id") == "setup" or cli.meta(c).get("solution"):
+            exec(compile(c.source, "<release>", "exec"), ns)
+    assert all(q.evaluate(ns[q.name]).status == NOT_ATTEMPTED for q in MODULES[ch].problems())
+
+
+# ---------------------------------------------------------------- grading executes notebooks
+
+def _tampered(tmp):
+    """Chapter 01's source, damaged in every way a submission can be."""
+    nb = nbformat.read(SOURCES["01"], as_version=4)
+    by_id = {cli.meta(c).get("grade_id"): c for c in nb.cells}
+    by_id["causal_mask"].source = "while True:\n    pass"                       # top-level loop: cell timeout
+    by_id["attention"].source = "def attention(q, k, v, mask=None):\n    while True:\n        pass"
+    by_id["test_layer_norm"].source = "pass  # edited test"
+    by_id["layer_norm"].source = ("def layer_norm(x, weight, bias, eps=1e-5):\n"
+                                  "    return (x - x.mean(-1, keepdim=True)) / x.std(-1, keepdim=True)")
+    by_id["block_forward"].source = "def block_forward(x, ln_1, attn, ln_2, mlp):\n    return 'hello'"
+    drop = {by_id["setup"].id, by_id["test_split_heads"].id, by_id["count_params"].id}
+    nb.cells = [c for c in nb.cells if c.id not in drop]
+    nb.cells.insert(3, nbformat.v4.new_code_cell("raise RuntimeError('a stray error')"))
+    nb.cells.append(nbformat.v4.new_code_cell("import os\nos._exit(1)"))          # the kernel dies at the end
+    path = tmp / "01_architecture_exercises.ipynb"
+    nbformat.write(nb, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    """Reports for every source notebook, every released notebook and one tampered submission."""
+    tmp = tmp_path_factory.mktemp("grading")
+    released = {p.parent.name: p for p in cli.release(tmp / "release")}
+    jobs = {("source", ch): (SOURCES[ch], 60) for ch in CHAPTERS}
+    jobs.update({("release", ch): (released[CHAPTERS[ch]], 60) for ch in CHAPTERS})
+    jobs[("tampered", "01")] = (_tampered(tmp), 20)
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        futures = {k: pool.submit(cli.grade_notebook, p, SOURCES[k[1]], t) for k, (p, t) in jobs.items()}
+        return {k: f.result() for k, f in futures.items()}
+
+
+@pytest.mark.parametrize("ch", list(CHAPTERS))
+def test_source_notebook_gets_full_marks(graded, ch):
+    rep = graded[("source", ch)]
+    assert rep.max_score > 0 and rep.score == rep.max_score, rep.text()
+    assert len(rep.rows) == len(MODULES[ch].PROBLEMS)
+
+
+@pytest.mark.parametrize("ch", list(CHAPTERS))
+def test_released_notebook_scores_zero_not_attempted(graded, ch):
+    rep = graded[("release", ch)]
+    assert rep.score == 0 and rep.max_score > 0 and not rep.error, rep.text()
+    assert all(r.status == NOT_ATTEMPTED for r in rep.rows), rep.text()
+
+
+def test_tampered_submission_is_graded_problem_by_problem(graded):
+    rep = graded[("tampered", "01")]
+    rows = {r.problem: r for r in rep.rows}
+    assert rows["causal_mask"].status == "timeout" and rows["causal_mask"].points == 0
+    assert rows["attention"].status == INCORRECT and "did not finish" in rows["attention"].message
+    assert rows["split_heads"].status == CORRECT                       # deleted test cell restored
+    assert rows["layer_norm"].status == INCORRECT and rows["layer_norm"].points == 0  # edited test restored
+    assert rows["block_forward"].status == INCORRECT and "expected a tensor" in rows["block_forward"].message
+    assert rows["count_params"].status == NOT_ATTEMPTED                # deleted answer cell -> stub
+    assert rep.score == 1 and rep.max_score == 8
+    assert "kernel" in rep.error.lower() or "dead" in rep.error.lower(), rep.error
+
+
+def test_grade_cli_exits_zero_on_garbage(tmp_path):
+    bad = tmp_path / "02_math_exercises.ipynb"
+    bad.write_text("{ this is not json")
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    res = subprocess.run([sys.executable, "-m", "gptbook", "exercises", "grade", str(bad), "--timeout", "5"],
+                         capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "Total: 0 / 7" in res.stdout and "cannot read the submission" in res.stdout
