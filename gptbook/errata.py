@@ -148,8 +148,17 @@ def markdown(id: str, evidence: str | None = None) -> str:
     md = (f"> **Erratum {e.id} ({doc}).** *The document says:* 「{e.claim}」  \n"
           f"> *What is true:* {e.truth}")
     if evidence is not None:
-        md += f"  \n> *Shown by running it:* `{evidence}`"
+        fence = "`" * (max((len(r) for r in re.findall(r"`+", evidence)), default=0) + 1)
+        pad = " " if "`" in evidence else ""
+        md += f"  \n> *Shown by running it:* {fence}{pad}{evidence}{pad}{fence}"
     return md
+
+
+def small(x: float, tol: float = 1e-5) -> str:
+    """A float-noise difference as a stable string: '< 1e-05' (the exact noise varies by machine)."""
+    if x >= tol:
+        raise AssertionError(f"difference {x:.3g} is not below {tol:g}")
+    return f"< {tol:g}"
 
 
 def callout(id: str) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .errata import erratum, quiet, seeded, tiny_gpt, tiny_hf_config
+from .errata import erratum, quiet, seeded, small, tiny_gpt, tiny_hf_config
 from .model import PUBLISHED, count_params
 
 # arXiv identifiers encode the month of first submission (YYMM.NNNNN)
@@ -38,7 +38,7 @@ def _e18():
     diff = abs(out.loss.item() - manual.item())
     assert diff < 1e-5
     return (f"the model's loss {out.loss.item():.4f} equals the mean over positions of -log p(next token) "
-            f"{manual.item():.4f} (diff {diff:.1e}): one target per position, the next token only")
+            f"{manual.item():.4f} (diff {small(diff)}): one target per position, the next token only")
 
 
 @erratum("E24", "001", "§1.1, §3.3", "04",
@@ -80,7 +80,7 @@ def _e31():
     ok, bad = (right - lib).abs().max().item(), (doc - lib).abs().max().item()
     cols = A.sum(0)
     assert ok < 1e-5 and bad > 0.1 and (cols - 1).abs().max() > 0.05
-    return (f"sum_j a_ij V_j matches torch's scaled_dot_product_attention (max diff {ok:.1e}); the "
+    return (f"sum_j a_ij V_j matches torch's scaled_dot_product_attention (max diff {small(ok)}); the "
             f"document's sum_i a_ij V_i misses it by {bad:.2f}; its weights (columns of A) sum to "
             f"{[round(c, 2) for c in cols.tolist()]}, not 1")
 

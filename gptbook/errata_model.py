@@ -9,7 +9,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .errata import erratum, error_of, seeded, tiny_gpt
+from .errata import erratum, error_of, seeded, small, tiny_gpt
 from .model import PUBLISHED, GPTConfig, count_params
 
 
@@ -70,7 +70,7 @@ def _e2():
     dca = [n for n in archs if "dca" in n or "chain" in n]
     assert diff < 1e-5 and classes == ["GPT2Attention"] and not dca
     return (f"attention classes in GPT-2: {classes}; none of transformers' {len(archs)} architectures is a DCA ({dca}); the book "
-            f"GPT's attention equals softmax(QK^T/sqrt(d_k)+causal mask)V by hand (max diff {diff:.1e})")
+            f"GPT's attention equals softmax(QK^T/sqrt(d_k)+causal mask)V by hand (max diff {small(diff)})")
 
 
 @erratum("E3", "000", "§4.2", "02",
@@ -92,7 +92,7 @@ def _e3():
     ok = (logits - ref).abs().max().item()
     bad = (logits[M:] - recur).abs().max().item()
     assert ok < 1e-5 and bad > 0.05
-    return (f"logits == h_t W_E^T (max diff {ok:.1e}); the document's recurrence with M={M} misses "
+    return (f"logits == h_t W_E^T (max diff {small(ok)}); the document's recurrence with M={M} misses "
             f"the real logits by up to {bad:.2f}")
 
 
@@ -165,7 +165,7 @@ def _e14():
     assert leak > 1e-3 and masked < 1e-6
     return (f"X (n={n}, d_model={d_model}) @ W in R^(n x d_v): {shape_err}; without the causal mask "
             f"changing the last token changes position 0's output by {leak:.3f} (sees the future), "
-            f"with it by {masked:.1e}")
+            f"with it by {small(masked, 1e-6)}")
 
 
 @erratum("E16", "004", "§4.2", "02",
@@ -192,5 +192,5 @@ def _e16():
     assert abs(p.sum().item() - 1) < 1e-5 and ok < 1e-5
     assert abs(doc.sum().item() - 1) > 0.1 and (a1 - a2).abs().max().item() > 1e-3
     return (f"softmax over the vocabulary sums to {p.sum().item():.3f} and matches the model (max diff "
-            f"{ok:.1e}); the document's fraction summed over the vocabulary gives {doc.sum().item():.2f}; "
+            f"{small(ok)}); the document's fraction summed over the vocabulary gives {doc.sum().item():.2f}; "
             f"its self-referential h_(n+1) changes with the guess used for h_(n+1)")

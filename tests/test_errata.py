@@ -93,3 +93,23 @@ def test_errata_md_is_up_to_date():
     assert path.read_text(encoding="utf-8") == errata.index_markdown(), "ERRATA.md is stale; regenerate it"
     for ch in errata.CHAPTERS:
         assert sum(e.chapter == ch for e in errata.REGISTRY.values()) == len(errata.by_chapter(ch))
+
+
+def test_markdown_keeps_backticks_in_evidence_inside_one_code_span():
+    md = errata.markdown("E30", "ValueError: `max_length` is set to 8")
+    assert "``` ValueError: `max_length` is set to 8 ```" not in md
+    assert "`` ValueError: `max_length` is set to 8 ``" in md
+    assert errata.small(3e-9) == "< 1e-05"
+    with pytest.raises(AssertionError):
+        errata.small(0.5)
+
+
+def test_demos_leave_global_state_alone():
+    import torch
+    threads = torch.get_num_threads()
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    errata.demonstrate("E12")
+    assert torch.equal(torch.rand(3), expected)  # the caller's random stream is untouched
+    assert torch.get_num_threads() == threads
