@@ -1,0 +1,213 @@
+"""Measurements for chapter 05: timing, perplexity, KV-cache and batching sweeps, training memory,
+and an HTTP load test. Nothing here generates text on its own: generation is gptbook.generate."""
+import contextlib
+import io
+import statistics
+import time
+from typing import Callable, Optional, Sequence
+
+import torch
+import torch.nn as nn
+from torch.utils.checkpoint import checkpoint
+
+from ..generate import generate, left_pad
+
+
+# ---------------------------------------------------------------- timing and size
+
+def median_seconds(fn: Callable, repeat: int = 5, warmup: int = 1) -> float:
+    """Median wall time of fn() over `repeat` calls, after `warmup` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def state_dict_bytes(model: nn.Module) -> int:
+    """Bytes of torch.save(model.state_dict()): the size of the model on disk."""
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    return buf.getbuffer().nbytes
+
+
+def percentiles(values: Sequence[float], qs=(50, 95, 99)) -> dict:
+    """{"p50": ..., "p95": ..., "p99": ...} by linear interpolation (numpy's default)."""
+    import numpy as np
+    return {f"p{q}": float(np.percentile(values, q)) for q in qs}
+
+
+# ---------------------------------------------------------------- quality
+
+def autocast(device: torch.device, dtype: str):
+    """torch.autocast for "bfloat16"/"float16" on CPU or GPU; a no-op for "float32"."""
+    if dtype == "float32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=torch.device(device).type, dtype=getattr(torch, dtype))
+
+
+def held_out_tokens(cfg, tok) -> torch.Tensor:
+    """The validation tokens the book's model never trained on (last 10% of each corpus)."""
+    from ..train import _corpus_tokens
+    return _corpus_tokens(cfg, tok)[1]
+
+
+@torch.no_grad()
+def perplexity(model: nn.Module, tokens: torch.Tensor, block_size: int, n_windows: int = 16,
+               batch_size: int = 8, dtype: str = "float32", device="cpu") -> float:
+    """exp(mean next-token cross-entropy) over the first n_windows non-overlapping windows."""
+    need = n_windows * block_size + 1
+    if tokens.numel() < need:
+        raise ValueError(f"need {need} tokens for {n_windows} windows of {block_size}, "
+                         f"got {tokens.numel()}")
+    x = tokens[:n_windows * block_size].view(n_windows, block_size)
+    y = tokens[1:n_windows * block_size + 1].view(n_windows, block_size)
+    model.eval()
+    total = 0.0
+    for i in range(0, n_windows, batch_size):
+        xb, yb = x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)
+        with autocast(device, dtype):
+            logits = model(xb).logits.float()
+        total += nn.functional.cross_entropy(logits.flatten(0, 1), yb.flatten(), reduction="sum").item()
+    return float(torch.exp(torch.tensor(total / x.numel())))
+
+
+# ---------------------------------------------------------------- KV cache and batching
+
+@torch.no_grad()
+def step_latency(model: nn.Module, lengths: Sequence[int], use_cache: bool, repeat: int = 5,
+                 vocab_ids: Optional[torch.Tensor] = None) -> list:
+    """Seconds to produce ONE next-token distribution when the context already holds L tokens.
+    With the cache: one token in, past keys/values of L-1 tokens reused. Without: all L tokens."""
+    model.eval()
+    g = torch.Generator().manual_seed(0)
+    out = []
+    for L in lengths:
+        idx = torch.randint(model.config.vocab_size, (1, L), generator=g) if vocab_ids is None \
+            else vocab_ids[:L][None]
+        if use_cache:
+            past = model(idx[:, :-1]).past_key_values if L > 1 else None
+            out.append(median_seconds(lambda: model(idx[:, -1:], past_key_values=past), repeat))
+        else:
+            out.append(median_seconds(lambda: model(idx), repeat))
+    return out
+
+
+def generation_seconds(model: nn.Module, idx: torch.Tensor, new_tokens: int, use_cache: bool,
+                       repeat: int = 3, **kw) -> float:
+    """Median seconds of gptbook.generate.generate (greedy unless kw say otherwise)."""
+    kw.setdefault("temperature", 0.0)
+    return median_seconds(lambda: generate(model, idx, new_tokens, use_cache=use_cache, **kw),
+                          repeat, warmup=1)
+
+
+def batched_generate(model: nn.Module, prompts: Sequence[Sequence[int]], new_tokens: int,
+                     batch_size: int, pad_id: int) -> list:
+    """Greedy-generate for every prompt, batch_size at a time (left padding + attention mask).
+    Returns the new tokens of each prompt (lists), in order."""
+    out = []
+    for i in range(0, len(prompts), batch_size):
+        chunk = prompts[i:i + batch_size]
+        idx, mask = left_pad(chunk, pad_id)
+        res = generate(model, idx, new_tokens, temperature=0.0, attention_mask=mask)
+        out += res[:, idx.size(1):].tolist()
+    return out
+
+
+def batch_throughput(model: nn.Module, prompts, new_tokens: int, batch_sizes: Sequence[int],
+                     pad_id: int, repeat: int = 1) -> list:
+    """Generated tokens per second for each batch size over the same prompts."""
+    rows = []
+    for bs in batch_sizes:
+        s = median_seconds(lambda: batched_generate(model, prompts, new_tokens, bs, pad_id), repeat)
+        rows.append(len(prompts) * new_tokens / s)
+    return rows
+
+
+# ---------------------------------------------------------------- memory for training
+
+@contextlib.contextmanager
+def activation_checkpointing(model: nn.Module):
+    """Inside the block, each transformer block keeps only its input for backward and recomputes
+    its activations during backward (torch.utils.checkpoint). Weights and state_dict are untouched."""
+    blocks = list(model.transformer.h)
+    for block in blocks:
+        def fwd(x, mask=None, layer_past=None, _f=block.forward):
+            return checkpoint(_f, x, mask, layer_past, use_reentrant=False)
+        block.forward = fwd          # instance attribute shadows the class method
+    try:
+        yield model
+    finally:
+        for block in blocks:
+            del block.forward
+
+
+def saved_tensor_bytes(fn: Callable):
+    """Run fn() (a forward pass) and count the bytes autograd keeps for backward (activations).
+    Returns (bytes, fn's result). Storages shared by several saved tensors count once."""
+    seen = {}
+
+    def pack(t):
+        s = t.untyped_storage()
+        seen[s.data_ptr()] = s.nbytes()
+        return t
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        result = fn()
+    return sum(seen.values()), result
+
+
+def train_step_memory(model: nn.Module, x: torch.Tensor, y: torch.Tensor, micro_batches: int = 1,
+                      checkpointing: bool = False) -> dict:
+    """One forward+backward of batch (x, y) split into `micro_batches` (gradient accumulation).
+    Returns {"loss", "grads" (name -> tensor), "activation_bytes" (largest micro-batch),
+    "peak_bytes" (CUDA only: torch.cuda.max_memory_allocated, else None)}."""
+    B = x.size(0)
+    if B % micro_batches:
+        raise ValueError(f"batch size {B} must be divisible by micro_batches={micro_batches}")
+    model.train()
+    model.zero_grad(set_to_none=True)
+    cuda = x.is_cuda
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    ctx = activation_checkpointing(model) if checkpointing else contextlib.nullcontext()
+    total, act = 0.0, 0
+    with ctx:
+        for xb, yb in zip(x.chunk(micro_batches), y.chunk(micro_batches)):
+            nbytes, loss = saved_tensor_bytes(lambda: model(xb, yb).loss / micro_batches)
+            act = max(act, nbytes)
+            loss.backward()   # gradients add up in .grad over the micro-batches
+            total += loss.item()
+    grads = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
+    peak = torch.cuda.max_memory_allocated() if cuda else None
+    model.zero_grad(set_to_none=True)
+    model.eval()
+    return {"loss": total, "grads": grads, "activation_bytes": act, "peak_bytes": peak}
+
+
+# ---------------------------------------------------------------- HTTP load test
+
+def load_test(url: str, payloads: Sequence[dict], concurrency: int = 8, headers: Optional[dict] = None,
+              timeout: float = 60.0) -> dict:
+    """POST every payload to url with `concurrency` client threads; a bounded loop (one request
+    per payload). Returns {"latencies" (s, per request), "codes", "seconds" (wall), "tokens"}."""
+    import httpx
+    from concurrent.futures import ThreadPoolExecutor
+    if not url.startswith(("http://127.0.0.1", "http://localhost", "http://[::1]")):
+        raise ValueError(f"load_test only targets loopback addresses, got {url}")
+
+    def one(client, body):
+        t0 = time.perf_counter()
+        r = client.post(url, json=body, headers=headers or {})
+        dt = time.perf_counter() - t0
+        return dt, r.status_code, r.json().get("completion_tokens", 0) if r.status_code == 200 else 0
+
+    with httpx.Client(timeout=timeout) as client, ThreadPoolExecutor(concurrency) as pool:
+        t0 = time.perf_counter()
+        results = list(pool.map(lambda b: one(client, b), payloads))
+        wall = time.perf_counter() - t0
+    return {"latencies": [r[0] for r in results], "codes": [r[1] for r in results],
+            "seconds": wall, "tokens": sum(r[2] for r in results)}
