@@ -51,8 +51,8 @@ def autocast(device: torch.device, dtype: str):
 
 def held_out_tokens(cfg, tok) -> torch.Tensor:
     """The validation tokens the book's model never trained on (last 10% of each corpus)."""
-    from ..train import _corpus_tokens
-    return _corpus_tokens(cfg, tok)[1]
+    from ..train import corpus_tokens
+    return corpus_tokens(cfg, tok)[1]
 
 
 @torch.no_grad()
