@@ -228,7 +228,7 @@ def load_dialogues(lang: str = "english"):
     for f in sorted((source_dir("chatterbot") / "data" / lang).glob("*.yml")):
         doc = yaml.safe_load(f.read_text(encoding="utf-8")) or {}
         for conv in doc.get("conversations", []):
-            conv = [str(c).strip() for c in conv if c is not None]
+            conv = [str(c).strip() for c in conv if c is not None and str(c).strip()]
             for q, a in zip(conv, conv[1:]):
                 pairs.append((q, a, f.stem))
     return pairs

