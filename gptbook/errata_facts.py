@@ -212,3 +212,21 @@ def _e20():
     assert ratio > 400
     return (f"gpt2-medium computed from its configuration: {sizes['GPT-2 medium'] / 1e6:.0f}M parameters, "
             f"{ratio:.0f}x fewer than GPT-3's {sizes['GPT-3 175B'] / 1e9:.0f}B")
+
+
+@erratum("E39", "003", "§3.4, §6.4", "04",
+         "**视觉理解**：图像分类、目标检测、图像生成等。 … "
+         "在智慧城市治理中，GPT-3的图像理解、智能调度、应急指挥等应用",
+         "GPT-3 is a text-only model: its only input is a sequence of token ids. Image understanding came "
+         "with separate vision models (CLIP, 2021) and with GPT-4's vision version; a GPT-3-style chapter "
+         "application can only work on text.")
+def _e39():
+    import inspect
+
+    from transformers import CLIPModel, GPT2LMHeadModel
+    gpt = set(inspect.signature(GPT2LMHeadModel.forward).parameters)
+    clip = set(inspect.signature(CLIPModel.forward).parameters)
+    vision = sorted(p for p in gpt if "pixel" in p or "image" in p)
+    assert not vision and "pixel_values" in clip and "input_ids" in gpt
+    return (f"inputs a GPT-2/GPT-3-style model accepts that carry images: {vision} (it reads input_ids); "
+            f"a vision-language model such as CLIP takes pixel_values")
