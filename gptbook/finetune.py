@@ -96,16 +96,20 @@ def pad_right(seqs: Sequence[Sequence[int]], pad_id: int):
 
 
 def align_token_labels(words: Sequence[str], tags: Sequence[str], tok, label2id: dict,
-                       max_len: int, prefix_space: bool = False):
-    """Word-level BIO tags -> (ids, labels) at token level: each word is encoded on its own; its
-    first token carries the tag, later sub-tokens get IGNORE. Cut to max_len tokens."""
+                       max_len: int, prefix_space: bool = False, at: str = "last"):
+    """Word-level BIO tags -> (ids, labels) at token level: each word is encoded on its own; one of
+    its tokens carries the tag, the others get IGNORE. at="last" suits a causal model (the last
+    token has seen the whole word); at="first" is the usual choice for BERT. Cut to max_len tokens."""
     if len(words) != len(tags):
         raise ValueError(f"{len(words)} words but {len(tags)} tags")
+    if at not in ("first", "last"):
+        raise ValueError(f"at must be 'first' or 'last', got {at!r}")
     ids, labels = [], []
     for i, (w, t) in enumerate(zip(words, tags)):
         piece = tok.encode((" " + w) if prefix_space and i else w).ids or [tok.token_to_id("<|endoftext|>")]
         ids += piece
-        labels += [label2id[t]] + [IGNORE] * (len(piece) - 1)
+        rest = [IGNORE] * (len(piece) - 1)
+        labels += [label2id[t]] + rest if at == "first" else rest + [label2id[t]]
     return ids[:max_len], labels[:max_len]
 
 
@@ -186,6 +190,42 @@ def scores(y_true, y_pred, label_names: Sequence[str]) -> dict:
     return {"accuracy": accuracy_score(y_true, y_pred),
             "macro_f1": f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0),
             "confusion": confusion_matrix(y_true, y_pred, labels=labels)}
+
+
+def word_tags(pred_ids, label_ids, id2label: Sequence[str]):
+    """Token-level predictions -> word-level (gold, predicted) tag lists, read at the token of each
+    word that carries its label (the positions whose label is not IGNORE)."""
+    gold, pred = [], []
+    for p, l in zip(pred_ids, label_ids):
+        keep = [i for i, y in enumerate(l) if y != IGNORE]
+        gold.append([id2label[l[i]] for i in keep])
+        pred.append([id2label[int(p[i])] for i in keep])
+    return gold, pred
+
+
+# ---------------------------------------------------------------- generation fine-tuning data
+
+def dialogue_format(question: str, answer: str = "") -> str:
+    """The prompt format of the dialogue fine-tuning: 'Q: ...\nA: ...'."""
+    return f"Q: {question}\nA:" + (f" {answer}" if answer else "")
+
+
+def dialogue_splits(cfg: Profile, lang: str = "english", val: float = 0.1):
+    """chatterbot pairs -> (train, val) lists of (q, a, topic): a fixed shuffle by cfg.seed."""
+    from . import data
+    pairs = data.load_dialogues(lang)
+    order = torch.randperm(len(pairs), generator=torch.Generator().manual_seed(cfg.seed)).tolist()
+    n_val = int(len(pairs) * val)
+    return [pairs[i] for i in order[n_val:]], [pairs[i] for i in order[:n_val]]
+
+
+def dialogue_stream(tok, pairs) -> torch.Tensor:
+    """All pairs as one token stream, each 'Q: ...\nA: ...' followed by <|endoftext|>. -> (N,)"""
+    eos = tok.token_to_id("<|endoftext|>")
+    ids = []
+    for q, a, *_ in pairs:
+        ids += tok.encode(dialogue_format(q, a)).ids + [eos]
+    return torch.tensor(ids, dtype=torch.long)
 
 
 # ---------------------------------------------------------------- the cached sentiment classifier

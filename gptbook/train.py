@@ -150,6 +150,30 @@ def train(model, get_train_batch: Callable, cfg: Profile, get_val_batch: Optiona
     return hist
 
 
+def hf_train(hf_model, train_ids: torch.Tensor, cfg: Profile, steps: int,
+             learning_rate: Optional[float] = None, output_dir: Optional[str] = None) -> list:
+    """The same language-model training through Hugging Face's `Trainer` (warm-up + cosine, AdamW,
+    clipping from cfg) on random block_size windows of train_ids. Returns the per-step losses."""
+    import tempfile
+    from transformers import Trainer, TrainingArguments
+    g = torch.Generator().manual_seed(cfg.seed + 2)
+    T = hf_model.config.n_positions
+    starts = torch.randint(train_ids.numel() - T, (steps * cfg.batch_size,), generator=g).tolist()
+    rows = [{"input_ids": train_ids[i:i + T], "labels": train_ids[i:i + T]} for i in starts]
+    cuda = pick_device(cfg.device).type == "cuda"
+    args = TrainingArguments(
+        output_dir=output_dir or tempfile.mkdtemp(prefix="gptbook-hf-"), max_steps=steps,
+        per_device_train_batch_size=cfg.batch_size, learning_rate=learning_rate or cfg.learning_rate,
+        lr_scheduler_type="cosine", warmup_steps=min(cfg.warmup_steps, max(1, steps // 10)),
+        weight_decay=cfg.weight_decay, adam_beta2=0.95, max_grad_norm=cfg.grad_clip,
+        logging_steps=1, save_strategy="no", report_to=[], seed=cfg.seed, disable_tqdm=True,
+        use_cpu=not cuda, bf16=cuda and cfg.dtype == "bfloat16", dataloader_num_workers=0)
+    trainer = Trainer(model=hf_model, args=args, train_dataset=rows)
+    trainer.train()
+    hf_model.eval()
+    return [r["loss"] for r in trainer.state.log_history if "loss" in r]
+
+
 # ---------------------------------------------------------------- the book's pre-trained model
 
 def _corpus_tokens(cfg: Profile, tok):

@@ -70,12 +70,16 @@ class CharTok:
         return 0
 
 
-def test_token_labels_align_with_first_sub_token():
+def test_token_labels_align_with_one_sub_token_per_word():
     label2id = {"O": 0, "B-PER": 1, "I-PER": 2}
     words, tags = ["Ann", "met", "Bo"], ["B-PER", "O", "B-PER"]
-    ids, labels = finetune.align_token_labels(words, tags, CharTok(), label2id, max_len=100)
+    ids, labels = finetune.align_token_labels(words, tags, CharTok(), label2id, max_len=100, at="first")
     assert len(ids) == len(labels) == 8
     assert labels == [1, IGNORE, IGNORE, 0, IGNORE, IGNORE, 1, IGNORE]
+    _, last = finetune.align_token_labels(words, tags, CharTok(), label2id, max_len=100)
+    assert last == [IGNORE, IGNORE, 1, IGNORE, IGNORE, 0, IGNORE, 1]
+    gold, pred = finetune.word_tags([torch.tensor([0, 0, 1, 0, 0, 0, 0, 2])], [last], list(label2id))
+    assert gold == [["B-PER", "O", "B-PER"]] and pred == [["B-PER", "O", "I-PER"]]
     ids, labels = finetune.align_token_labels(words, tags, CharTok(), label2id, max_len=4)
     assert len(ids) == len(labels) == 4
     with pytest.raises(ValueError, match="tags"):
