@@ -54,7 +54,7 @@ def _e24():
 
 @erratum("E26", "001", "§1.2", "01",
          "GPT-3.5是OpenAI最新发布的大型语言模型",
-         "GPT-3.5 (2022) is not OpenAI's latest model: GPT-4 followed in March 2023 (document 004 is "
+         "GPT-3.5 (2022) is no longer OpenAI's latest model: GPT-4 followed in March 2023 (document 004 is "
          "about it) and later GPT-4o and GPT-4.1; OpenAI's own tokenizer library maps all of them.")
 def _e26():
     import tiktoken.model as tm
@@ -88,7 +88,7 @@ def _e31():
 @erratum("E33", "004", "§1.1", "01",
          "自2012年BERT的问世以来，预训练语言模型（Pre-trained Language Models, PLMs）在自然语言处理",
          "BERT appeared in October 2018 (arXiv 1810.04805), after the Transformer it is built on (June "
-         "2017) and after GPT-1 (June 2018); 2012 is the year of AlexNet, not of BERT.")
+         "2017) and after GPT-1 (June 2018).")
 def _e33():
     bert, tr = arxiv_month(ARXIV["BERT (Devlin et al.)"]), arxiv_month(ARXIV["Transformer (Vaswani et al.)"])
     from transformers.models.bert import modeling_bert
@@ -217,9 +217,9 @@ def _e20():
 @erratum("E39", "003", "§3.4, §6.4", "04",
          "**视觉理解**：图像分类、目标检测、图像生成等。 … "
          "在智慧城市治理中，GPT-3的图像理解、智能调度、应急指挥等应用",
-         "GPT-3 is a text-only model: its only input is a sequence of token ids. Image understanding came "
-         "with separate vision models (CLIP, 2021) and with GPT-4's vision version; a GPT-3-style chapter "
-         "application can only work on text.")
+         "GPT-3 is a text-only model: its only input is a sequence of token ids. Image input came later, "
+         "with separate vision-language models (e.g. CLIP) and GPT-4's vision version; GPT-3-style "
+         "applications work on text only.")
 def _e39():
     import inspect
 

@@ -21,7 +21,8 @@ def _seqcls(num_labels: int = 2, pad: bool = True):
 
 @erratum("E4", "003", "§5.2 (also 000 §5.2, 002 §5.2)", "03",
          "然后，定义模型和优化器： … from transformers import AdamW",
-         "transformers no longer exports AdamW (deprecated in v4, removed in v5); use torch.optim.AdamW. "
+         "transformers' own AdamW was deprecated and then removed, so the import fails on current versions; "
+         "use torch.optim.AdamW. "
          "(000 §5.2 even calls AdamW without importing it.)")
 def _e4():
     err = error_of(lambda: exec("from transformers import AdamW", {}))
@@ -33,7 +34,8 @@ def _e4():
         m(x, targets=x).loss.backward()
         opt.step()
     assert "AdamW" in err
-    return f"{err}; torch.optim.AdamW(model.parameters(), lr=2e-5) steps fine"
+    import transformers
+    return f"transformers {transformers.__version__}: {err}; torch.optim.AdamW(model.parameters(), lr=2e-5) steps fine"
 
 
 @erratum("E5", "000", "§5.2", "03",
