@@ -45,6 +45,7 @@ class Profile:
     threads: Optional[int] = 2               # torch threads on CPU (fixed, so runs repeat exactly)
     serve_requests: int = 200                # ch05 HTTP load test: requests sent
     serve_concurrency: int = 8               # ch05 HTTP load test: client threads at once
+    toy_steps: int = 300                     # ch02: steps of the causal-LM vs masked-LM toy training
 
     def model_config(self, **changes) -> GPTConfig:
         """The GPTConfig of the book's model in this profile."""
@@ -68,7 +69,7 @@ PROFILES = {
         n_embd=384, dropout=0.2, batch_size=64, max_steps=5000, learning_rate=1e-3, min_lr=1e-4,
         warmup_steps=200, eval_interval=250, eval_iters=50, corpus_chars=None,
         finetune_steps=1000, finetune_batch_size=32, max_examples=None, threads=None,
-        finetune_lr=3e-4, hf_train_steps=500, serve_requests=2000, serve_concurrency=16),
+        finetune_lr=3e-4, hf_train_steps=500, serve_requests=2000, serve_concurrency=16, toy_steps=1000),
 }
 
 
