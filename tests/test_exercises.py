@@ -262,6 +262,32 @@ def _tampered(tmp):
     return path
 
 
+def _nbgrader_pipeline(course):
+    """nbgrader generate_assignment + autograde of chapter 01 for a full-marks and an empty
+    submission -> {student: (score, max_score)}, or None when nbgrader is not installed."""
+    try:
+        from nbgrader.api import Gradebook
+    except ImportError:
+        return None
+    a = "01_architecture"
+    (course / "source" / a).mkdir(parents=True)
+    (course / "source" / a / SOURCES["01"].name).write_bytes(SOURCES["01"].read_bytes())
+    db = f"sqlite:///{course / 'gradebook.db'}"
+    (course / "nbgrader_config.py").write_text(
+        f"c = get_config()\nc.CourseDirectory.db_url = {db!r}\nc.Execute.timeout = 60\n")
+    env = dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1")
+    env.pop("GPTBOOK_GRADING", None)
+    run = lambda *args: subprocess.run([sys.executable, "-m", "nbgrader", *args], cwd=course, env=env,  # noqa: E731
+                                       capture_output=True, text=True, timeout=300, check=True)
+    run("generate_assignment", a, "--create", "--force")
+    for student, nb in (("alice", course / "source" / a), ("bob", course / "release" / a)):
+        (course / "submitted" / student / a).mkdir(parents=True)
+        (course / "submitted" / student / a / SOURCES["01"].name).write_bytes((nb / SOURCES["01"].name).read_bytes())
+    run("autograde", a, "--create", "--force")
+    with Gradebook(db) as gb:
+        return {s: (gb.find_submission(a, s).score, gb.find_submission(a, s).max_score) for s in ("alice", "bob")}
+
+
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
     """Reports for every source notebook, every released notebook and one tampered submission."""
@@ -271,8 +297,14 @@ def graded(tmp_path_factory):
     jobs.update({("release", ch): (released[CHAPTERS[ch]], 60) for ch in CHAPTERS})
     jobs[("tampered", "01")] = (_tampered(tmp), 20)
     with ThreadPoolExecutor(max_workers=3) as pool:
+        nbgrader_job = pool.submit(_nbgrader_pipeline, tmp / "course")
         futures = {k: pool.submit(cli.grade_notebook, p, SOURCES[k[1]], t) for k, (p, t) in jobs.items()}
-        return {k: f.result() for k, f in futures.items()}
+        out = {k: f.result() for k, f in futures.items()}
+        try:
+            out["nbgrader"] = nbgrader_job.result()
+        except subprocess.CalledProcessError as e:
+            out["nbgrader"] = f"nbgrader failed: {e.stderr[-2000:]}"
+        return out
 
 
 @pytest.mark.parametrize("ch", list(CHAPTERS))
@@ -310,3 +342,11 @@ def test_grade_cli_exits_zero_on_garbage(tmp_path):
                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
     assert res.returncode == 0, res.stderr
     assert "Total: 0 / 7" in res.stdout and "cannot read the submission" in res.stdout
+
+
+def test_nbgrader_generate_and_autograde(graded):
+    scores = graded["nbgrader"]
+    if scores is None:
+        pytest.skip("nbgrader is not installed")
+    assert isinstance(scores, dict), scores
+    assert scores["alice"] == (8.0, 8.0) and scores["bob"] == (0.0, 8.0), scores
