@@ -259,3 +259,28 @@ def _e37():
     assert abs(f1 - hm(pr, r)) < 1e-9 and abs(f1 - hm(a, r)) > 0.1
     return (f"accuracy {a:.2f}, precision {pr:.2f}, recall {r:.2f}: sklearn F1 {f1:.3f} = hmean(precision, "
             f"recall) {hm(pr, r):.3f}; hmean(accuracy, recall) would be {hm(a, r):.3f}")
+
+
+@erratum("E42", "000", "§9 Q2 (also 003 §9 Q2)", "03",
+         "微调的学习率一般要比预训练时小1-2个数量级，如果使用过大的学习率，容易破坏预训练权重，导致过拟合。",
+         "Too large a learning rate destroys the pre-trained weights by making training diverge: the "
+         "TRAINING loss goes up. That is not over-fitting, where the training loss keeps falling while "
+         "the validation loss rises; over-fitting comes from too many steps on too little data.")
+def _e42():
+    out = {}
+    for lr in (1e-3, 1.0):
+        with seeded(0):
+            m = tiny_gpt().train()
+            opt = torch.optim.AdamW(m.parameters(), lr=lr)
+            x = torch.randint(0, 64, (4, 17))
+            for _ in range(20):
+                loss = m(x[:, :-1], targets=x[:, 1:]).loss
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            with torch.no_grad():
+                out[lr] = (m(x[:, :-1], targets=x[:, 1:]).loss.item(), loss.item())
+    start = math.log(64)
+    assert out[1.0][0] > start + 1 and out[1e-3][0] < start
+    return (f"20 AdamW steps on the same batch, start loss ~ln 64 = {start:.2f}: lr=1e-3 -> training loss "
+            f"{out[1e-3][0]:.2f}; lr=1.0 -> training loss {out[1.0][0]:.2f} (diverged on its own training data)")

@@ -230,3 +230,16 @@ def _e39():
     assert not vision and "pixel_values" in clip and "input_ids" in gpt
     return (f"inputs a GPT-2/GPT-3-style model accepts that carry images: {vision} (it reads input_ids); "
             f"a vision-language model such as CLIP takes pixel_values")
+
+
+@erratum("E43", "000", "§7.1", "01",
+         "《Natural Language Processing with Transformers》书籍：GPT-3.5模型的原作者所著",
+         "The book is by Hugging Face engineers (Tunstall, von Werra, Wolf) about their transformers "
+         "library, as documents 002 and 003 say (Transformers库的作者所著); GPT-3.5 is OpenAI's.")
+def _e43():
+    from importlib.metadata import metadata
+    hf = metadata("transformers")["Author"].split(" (")[0]
+    oa = (metadata("tiktoken").get("Author-email") or "").split("@")[-1]
+    assert "Hugging Face" in hf and oa == "openai.com"
+    return (f"package metadata: transformers is by '{hf}'; OpenAI's own tokenizer library tiktoken is "
+            f"by @{oa}: two different organisations")

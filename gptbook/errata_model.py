@@ -169,7 +169,7 @@ def _e14():
 
 
 @erratum("E16", "004", "§4.2", "02",
-         "p(x_{n+1}|x_1, x_2, ..., x_n) = \\frac{\\exp(h_{n+1}W_{out})}{\\sum_{j=1}^{N}\\exp(h_jW_{out})} "
+         "$$ p(x_{n+1}|x_1, x_2, ..., x_n) = \\frac{\\exp(h_{n+1}W_{out})}{\\sum_{j=1}^{N}\\exp(h_jW_{out})} "
          "$$ 其中 $N$ 为词汇表大小。",
          "The next-token distribution is softmax over the VOCABULARY of the last position's logits: "
          "p(x_{n+1}=v | x_<=n) = exp(h_n W_out[:, v]) / sum_{u in vocab} exp(h_n W_out[:, u]); the document "
@@ -194,3 +194,51 @@ def _e16():
     return (f"softmax over the vocabulary sums to {p.sum().item():.3f} and matches the model (max diff "
             f"{small(ok)}); the document's fraction summed over the vocabulary gives {doc.sum().item():.2f}; "
             f"its self-referential h_(n+1) changes with the guess used for h_(n+1)")
+
+
+@erratum("E40", "003", "§4.1", "01",
+         "**自注意力机制**：计算自注意力权重 $W^Q=\\{w_{ij}\\}$ 和 $W^K=\\{w_{ij}\\}$，通过点积计算注意力权重 "
+         "$A=\\{a_{ij}\\}$。 - **多头自注意力**：通过多组 $W^V$ 计算多头注意力权重",
+         "W^Q, W^K, W^V are learned projection matrices, not attention weights. The attention weights "
+         "A = softmax(QK^T/sqrt(d_k)) come from the queries and keys only; W^V shapes the values that A "
+         "averages, so changing W^V leaves A unchanged.")
+def _e40():
+    with seeded(0):
+        m = tiny_gpt(n_layer=1)
+        attn = m.transformer.h[0].attn
+        x = torch.randn(1, 6, 16)
+
+        def weights():
+            q, k, _ = attn.c_attn(x).split(16, dim=2)
+            q, k = (t.view(1, 6, 2, 8).transpose(1, 2) for t in (q, k))
+            s = (q @ k.transpose(-2, -1) / math.sqrt(8)).masked_fill(torch.ones(6, 6).triu(1).bool(), float("-inf"))
+            return F.softmax(s, dim=-1), attn(x)[0]
+        with torch.no_grad():
+            A1, y1 = weights()
+            attn.c_attn.weight[32:].normal_()          # new W^V (rows 2C..3C of c_attn)
+            A2, y2 = weights()
+            attn.c_attn.weight[:16].normal_()          # new W^Q
+            A3, _ = weights()
+    dv, dy, dq = ((A1 - A2).abs().max().item(), (y1 - y2).abs().max().item(), (A1 - A3).abs().max().item())
+    assert dv == 0.0 and dy > 1e-3 and dq > 1e-3
+    return (f"replacing W^V changes the attention weights by {dv:.1f} (the output by {dy:.3f}); replacing "
+            f"W^Q changes the weights by {dq:.3f}")
+
+
+@erratum("E41", "003", "§2.1", "01",
+         "**层归一化**：一种正则化技术，用于加速模型的训练，提高模型的稳定性。",
+         "Layer normalisation is a normalisation, not a regulariser: it rescales every token vector to "
+         "zero mean and unit variance, then applies a learned scale and shift; it adds no noise or "
+         "penalty and behaves the same in training and evaluation (unlike dropout).")
+def _e41():
+    import torch.nn as nn
+    with seeded(0):
+        x = 3 + 5 * torch.randn(4, 16)
+        ln, drop = nn.LayerNorm(16), nn.Dropout(0.1)
+        y_train = ln.train()(x)
+        y_eval = ln.eval()(x)
+        d_train = drop.train()(x)
+    mean, std = y_eval.mean(-1).abs().max().item(), y_eval.std(-1, unbiased=False).mean().item()
+    assert torch.equal(y_train, y_eval) and not torch.equal(d_train, drop.eval()(x)) and mean < 1e-5
+    return (f"LayerNorm output is identical in train and eval mode (dropout's is not); each row has mean "
+            f"{small(mean)} and std {std:.3f}")

@@ -34,6 +34,7 @@ def test_demonstration_holds(id):
 def test_claim_is_a_chinese_quote_from_the_document(id):
     e = errata.get(id)
     assert re.search(r"[\u4e00-\u9fff]", e.claim), f"{id}: the claim must quote the Chinese text"
+    assert e.claim.count("$") % 2 == 0, f"{id}: unbalanced $ would break the callout's math rendering"
     text = _doc_text(e.doc)
     # a claim may join several excerpts with "…"; each must occur verbatim (whitespace-normalised)
     for part in e.claim.split("…"):
