@@ -1,0 +1,254 @@
+"""Chapter 04 application code: embedder, retriever, monitor, recommender, prompting, sampling metrics."""
+import math
+
+import pytest
+import torch
+
+from gptbook import apps, monitor, recommend, retrieval
+from gptbook.model import GPT
+
+FAQ = [("How do I reset my password?", "Use the 'forgot password' link.", "account"),
+       ("How do I reset my password?", "Support can reset it for you.", "account"),
+       ("What are your opening hours?", "We are open 9 to 5.", "shop"),
+       ("Where is my order?", "Track it under 'My orders'.", "shop"),
+       ("Can I pay by credit card?", "Yes, all major cards.", "payment")]
+
+
+# ---------------------------------------------------------------- embeddings (MiniLM)
+
+@pytest.fixture(scope="module")
+def minilm():
+    from gptbook import data, embed
+    try:
+        data.minilm_path()
+    except data.DataMissing as e:
+        pytest.skip(str(e))
+    return embed
+
+
+def test_embed_unit_norm_and_meaning(minilm):
+    v = minilm.embed(["How can I change my password?", "I forgot my password",
+                      "The weather is lovely today"])
+    assert v.shape == (3, 384)
+    torch.testing.assert_close(v.norm(dim=1), torch.ones(3))
+    assert v[0] @ v[1] > v[0] @ v[2] + 0.2          # paraphrase closer than an unrelated sentence
+
+
+def test_embed_batching_does_not_change_vectors(minilm):
+    texts = ["short", "a much longer sentence that needs padding in its batch", "third one"]
+    torch.testing.assert_close(minilm.embed(texts, batch_size=1), minilm.embed(texts, batch_size=3),
+                               atol=1e-5, rtol=1e-4)
+
+
+def test_mean_pool_ignores_padding():
+    from gptbook.embed import mean_pool
+    h = torch.tensor([[[1.0, 2.0], [3.0, 4.0], [100.0, 100.0]]])
+    assert mean_pool(h, torch.tensor([[1, 1, 0]])).tolist() == [[2.0, 3.0]]
+
+
+def test_embed_rejects_a_bare_string():
+    from gptbook.embed import embed
+    with pytest.raises(TypeError):
+        embed("not a list")
+
+
+def test_embedding_retriever_finds_paraphrase(minilm):
+    faq = retrieval.build_faq(FAQ)
+    r = retrieval.EmbeddingRetriever([e.question for e in faq])
+    _, idx = retrieval.top_k(r.scores(["i can't remember my login password"]), 1)
+    assert faq[int(idx[0, 0])].question == "How do I reset my password?"
+
+
+# ---------------------------------------------------------------- retrieval
+
+def test_build_faq_groups_answers():
+    faq = retrieval.build_faq(FAQ)
+    assert len(faq) == 4 and len(faq[0].answers) == 2
+    assert [e.topic for e in retrieval.build_faq(FAQ, topics={"shop"})] == ["shop", "shop"]
+
+
+def test_paraphrase_is_deterministic_and_different():
+    p = retrieval.paraphrase("How do I fix this problem?", "english", seed=3)
+    assert p == retrieval.paraphrase("How do I fix this problem?", "english", seed=3)
+    assert "repair" in p and "issue" in p and "?" not in p
+    assert "您" in retrieval.paraphrase("你好吗?", "chinese", seed=0)
+    with pytest.raises(ValueError):
+        retrieval.paraphrase("x", "french")
+
+
+def test_tfidf_recall_and_same_question():
+    faq = retrieval.build_faq(FAQ)
+    r = retrieval.TfidfRetriever([e.question for e in faq])
+    queries = ["reset password", "opening hours", "pay credit card"]
+    _, idx = retrieval.top_k(r.scores(queries), 2)
+    assert retrieval.recall_at_k(idx, [0, 1, 3], 1) == 1.0
+    assert retrieval.recall_at_k(idx, [1, 0, 3], 1) == pytest.approx(1 / 3)
+    dup = retrieval.build_faq(FAQ + [("how do I reset my password", "x", "account")])
+    eq = retrieval.same_question(dup)
+    assert eq[0, 4] and not eq[0, 1]
+
+
+def test_chinese_tfidf_uses_characters():
+    r = retrieval.TfidfRetriever(["你叫什么名字", "今天天气很好"], "chinese")
+    assert r.scores(["您叫啥名字"]).argmax().item() == 0
+
+
+def test_threshold_curve_and_pick():
+    rows = retrieval.threshold_curve([0.9, 0.8, 0.6, 0.3], [1, 1, 0, 0], [0.0, 0.5, 0.7])
+    assert [r["coverage"] for r in rows] == [1.0, 0.75, 0.5]
+    assert [r["precision"] for r in rows] == [0.5, pytest.approx(2 / 3), 1.0]
+    assert retrieval.pick_threshold(rows, 0.9) == 0.7
+    with pytest.raises(ValueError):
+        retrieval.pick_threshold(rows[:1], 0.9)
+
+
+def test_assistant_hands_off_below_threshold():
+    faq = retrieval.build_faq(FAQ)
+    bot = retrieval.Assistant(faq, retrieval.TfidfRetriever([e.question for e in faq]), threshold=0.3)
+    r = bot("where is my order")
+    assert not r.handed_off and r.text == "Track it under 'My orders'."
+    r = bot("tell me about quantum gravity")
+    assert r.handed_off and r.text == retrieval.HANDOFF
+    with pytest.raises(ValueError):
+        bot("  ")
+
+
+def test_assistant_generates_with_a_gpt(tiny_config):
+    class CharTok:                       # the tokenizers.Tokenizer interface the Assistant uses
+        def encode(self, s):
+            return type("E", (), {"ids": [ord(c) % 64 for c in s]})()
+
+        def decode(self, ids):
+            return "".join(chr(97 + i % 26) for i in ids)
+    faq = retrieval.build_faq(FAQ)
+    prompt = retrieval.rag_prompt(faq, [0, 1], "reset?")
+    assert prompt.startswith("Q: How do I reset") and prompt.endswith("Q: reset?\nA:")
+    bot = retrieval.Assistant(faq, retrieval.TfidfRetriever([e.question for e in faq]), 0.1,
+                              model=GPT(tiny_config), tokenizer=CharTok(), max_new_tokens=6)
+    r = bot("where is my order")
+    assert not r.handed_off and len(r.text) <= 6 and "\n" not in r.text
+
+
+def test_token_f1():
+    assert retrieval.token_f1("We are open 9 to 5.", "we are open 9 to 5") == 1.0
+    assert retrieval.token_f1("open late", "closed") == 0.0
+    assert retrieval.token_f1("open 9", "open 9 to 5") == pytest.approx(2 * 1 * 0.5 / 1.5)
+
+
+# ---------------------------------------------------------------- monitoring
+
+ROWS = [(f"t{i}", 2 if i % 5 else 0, 0.0) for i in range(400)]   # 20% negative background
+
+
+def test_make_stream_injects_segments():
+    s = monitor.make_stream(ROWS, length=200, n_segments=2, segment_len=20, neg_share=1.0, seed=1)
+    assert len(s.texts) == 200 and len(s.segments) == 2
+    for a, b in s.segments:
+        assert all(l == 0 for l in s.labels[a:b])
+    assert int(s.injected.sum()) == 40
+    assert s.segments == monitor.make_stream(ROWS, 200, 2, 20, 1.0, seed=1).segments
+    with pytest.raises(ValueError):
+        monitor.make_stream(ROWS, 100, 3, 20)
+
+
+def test_rolling_share_matches_naive():
+    flags = torch.rand(50, generator=torch.Generator().manual_seed(0)) < 0.3
+    got = monitor.rolling_share(flags, 7)
+    naive = [flags[max(0, i - 6):i + 1].float().mean().item() for i in range(50)]
+    torch.testing.assert_close(got, torch.tensor(naive))
+
+
+def test_alerts_and_counts():
+    share = torch.tensor([0.1, 0.2, 0.6, 0.7, 0.2, 0.1, 0.8, 0.3, 0.1, 0.1])
+    on = monitor.alert_onsets(share, 0.5, window=2)
+    assert on == [2, 6]
+    assert monitor.alert_onsets(share, 0.5, window=5) == [6]       # nothing before a full window
+    c = monitor.alarm_counts(on, [(1, 3), (8, 9)], window=2)
+    assert c == {"alerts": 2, "detected": 1, "missed": 1, "false_alarms": 1, "mean_delay": 1.0}
+    rows = monitor.sweep([0, 0, 1, 1, 1, 0, 0, 0], [(2, 5)], 2, [0.5, 0.99])
+    assert rows[0]["detected"] == 1 and rows[0]["false_alarms"] == 0
+
+
+# ---------------------------------------------------------------- recommendation
+
+def test_synthetic_users_prefer_their_topic():
+    topics = ["a"] * 20 + ["b"] * 20 + ["c"] * 20
+    u = recommend.synthetic_users(topics, n_users=30, n_interactions=8, p_liked=1.0, seed=0)
+    assert len(u.histories) == 30 and all(len(h) == 7 for h in u.histories)
+    for h, t, like in zip(u.histories, u.held_out, u.liked_topics):
+        assert len(set(h + [t])) == 8 and {topics[i] for i in h + [t]} == set(like)
+    with pytest.raises(ValueError):
+        recommend.synthetic_users(topics, 2, 1)
+
+
+def test_similarity_beats_popularity_on_topic_users():
+    topics = ["a"] * 30 + ["b"] * 30
+    vecs = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0]] * 30 + [[0.0, 1.0]] * 30)
+                                         + 0.01 * torch.randn(60, 2), dim=1)
+    u = recommend.synthetic_users(topics, 40, 6, p_liked=1.0, seed=1)
+    sim = recommend.recommend_similar(vecs, u.histories, 30)
+    pop = recommend.recommend_popular(60, u.histories, 30)
+    for h, r in zip(u.histories, sim.tolist()):
+        assert not set(h) & set(r)                       # never recommends what was seen
+    assert recommend.hit_rate(sim, u.held_out, 30) == 1.0   # all of the liked topic fits in k=30
+    assert recommend.hit_rate(pop, u.held_out, 30) < 1.0
+
+
+def test_hit_rate():
+    recs = torch.tensor([[1, 2, 3], [4, 5, 6]])
+    assert recommend.hit_rate(recs, [3, 9], 3) == 0.5
+    assert recommend.hit_rate(recs, [3, 9], 2) == 0.0
+
+
+# ---------------------------------------------------------------- prompting and sampling metrics
+
+def test_worked_steps_and_parse():
+    assert apps.worked(47, 38) == "47+38:7+8=15,4+3+1=8,=85"
+    assert apps.worked(99, 1) == "99+1:9+1=10,9+0+1=10,=100"
+    assert apps.parse_answer("7+8=15,4+3+1=8,=85;3+4=7") == 85
+    assert apps.parse_answer("=12\n5+5=10") == 12
+    assert apps.parse_answer("7+8=1x") is None
+    assert apps.decode(apps.encode("12+3=15;")) == "12+3=15;"
+    with pytest.raises(ValueError):
+        apps.encode("1 + 2")
+
+
+def test_corpus_excludes_held_out_pairs():
+    text = apps.arithmetic_corpus(300, seed=0)
+    for ex in text.replace("\n", ";").split(";"):
+        if ex:
+            a, b = ex.split("=")[0].split(":")[0].split("+")
+            assert not apps.held_out(int(a), int(b))
+            assert int(ex.rsplit("=", 1)[1]) == int(a) + int(b)
+    assert apps.few_shot_prompt((3, 4), [(1, 2)], steps=False) == "1+2=3;3+4="
+
+
+def test_few_shot_accuracy_runs_on_a_tiny_model(tiny_config):
+    model = GPT(tiny_config.replace(vocab_size=len(apps.VOCAB), block_size=64)).eval()
+    acc = apps.few_shot_accuracy(model, n_shots=1, steps=False, n_questions=5, seed=0, max_new_tokens=8)
+    assert 0.0 <= acc <= 1.0
+    with pytest.raises(ValueError):                   # 4 worked shots do not fit in 64 characters
+        apps.few_shot_accuracy(model, n_shots=4, steps=True, n_questions=2)
+
+
+def test_distinct_n():
+    assert apps.distinct_n([[1, 2, 3, 4]], 1) == 1.0
+    assert apps.distinct_n([[1, 1, 1, 1]], 2) == pytest.approx(1 / 3)
+    assert apps.distinct_n([[1]], 2) == 0.0
+
+
+def test_continuation_nll_matches_loss(tiny_config):
+    model = GPT(tiny_config).eval()
+    idx = torch.randint(0, 64, (2, 10))
+    nll = apps.continuation_nll(model, idx, start=1)   # everything after the first token
+    loss = model(idx[:, :-1], idx[:, 1:]).loss
+    assert nll.mean().item() == pytest.approx(loss.item(), rel=1e-5)
+
+
+def test_sampling_grid_greedy_is_low_diversity(tiny_config):
+    model = GPT(tiny_config).eval()
+    rows = apps.sampling_grid(model, [[1, 2, 3]], [{"temperature": 0.0}, {"temperature": 2.0}],
+                              max_new_tokens=10, n_samples=4, seed=0)
+    assert rows[0]["distinct-1"] <= 10 / 40 + 1e-9     # greedy: 4 identical samples
+    assert rows[1]["distinct-2"] > rows[0]["distinct-2"]
+    assert all(math.isfinite(r["perplexity"]) for r in rows)
