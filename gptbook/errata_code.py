@@ -57,7 +57,8 @@ def _e22():
     base = count_params(cfg)
     assert added > 0
     return (f"GPT-2 small {base / 1e6:.1f}M + adapters (m={m}, 2 per block) {added / 1e6:.2f}M = "
-            f"{(base + added) / 1e6:.1f}M parameters (+{added / base:.1%}); only the {added / 1e6:.2f}M are trained")
+            f"{(base + added) / 1e6:.1f}M parameters (+{added / base:.1%}); "
+            f"only the {added / 1e6:.2f}M are trained")
 
 
 @erratum("E23", "000", "§5.1 (same in 002, 003, 004)", "03",
@@ -218,7 +219,8 @@ from tqdm import tqdm
 
 
 @erratum("E35", "004", "§5.2", "03",
-         "x = torch.randint(0, vocab_size, (1, seq_len)) pos = torch.arange(seq_len).view(-1, 1).repeat(1, seq_len) … "
+         "x = torch.randint(0, vocab_size, (1, seq_len)) "
+         "pos = torch.arange(seq_len).view(-1, 1).repeat(1, seq_len) … "
          "loss = criterion(output, torch.randint(0, vocab_size, (1, seq_len))) … "
          "可以看到，GPT模型的训练过程非常简单",
          "Even with its crashes fixed the script learns nothing: inputs and targets are fresh random "
@@ -283,4 +285,5 @@ def _e42():
     start = math.log(64)
     assert out[1.0][0] > start + 1 and out[1e-3][0] < start
     return (f"20 AdamW steps on the same batch, start loss ~ln 64 = {start:.2f}: lr=1e-3 -> training loss "
-            f"{out[1e-3][0]:.2f}; lr=1.0 -> training loss {out[1.0][0]:.2f} (diverged on its own training data)")
+            f"{out[1e-3][0]:.2f}; lr=1.0 -> training loss {out[1.0][0]:.2f} "
+            f"(diverged on its own training data)")

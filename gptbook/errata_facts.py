@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .errata import erratum, quiet, seeded, small, tiny_gpt, tiny_hf_config
+from .errata import erratum, quiet, seeded, small, tiny_gpt
 from .model import PUBLISHED, count_params
 
 # arXiv identifiers encode the month of first submission (YYMM.NNNNN)

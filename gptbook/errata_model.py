@@ -69,7 +69,8 @@ def _e2():
     archs = [m.name for m in pkgutil.iter_modules(transformers.models.__path__)]
     dca = [n for n in archs if "dca" in n or "chain" in n]
     assert diff < 1e-5 and classes == ["GPT2Attention"] and not dca
-    return (f"attention classes in GPT-2: {classes}; none of transformers' {len(archs)} architectures is a DCA ({dca}); the book "
+    return (f"attention classes in GPT-2: {classes}; none of transformers' {len(archs)} "
+            f"architectures is a DCA ({dca}); the book "
             f"GPT's attention equals softmax(QK^T/sqrt(d_k)+causal mask)V by hand (max diff {small(diff)})")
 
 
@@ -138,7 +139,8 @@ def _e13():
     enc = [n for n in names if "encoder" in n or "cross" in n]
     assert not enc and not hf.config.is_encoder_decoder
     return (f"book GPT transformer = {top}, each block = {block}; modules named encoder/cross "
-            f"in the book GPT and HF GPT-2: {enc}; GPT2Config.is_encoder_decoder={hf.config.is_encoder_decoder}")
+            f"in the book GPT and HF GPT-2: {enc}; "
+            f"GPT2Config.is_encoder_decoder={hf.config.is_encoder_decoder}")
 
 
 @erratum("E14", "003", "§4.2", "01",
@@ -211,7 +213,8 @@ def _e40():
         def weights():
             q, k, _ = attn.c_attn(x).split(16, dim=2)
             q, k = (t.view(1, 6, 2, 8).transpose(1, 2) for t in (q, k))
-            s = (q @ k.transpose(-2, -1) / math.sqrt(8)).masked_fill(torch.ones(6, 6).triu(1).bool(), float("-inf"))
+            future = torch.ones(6, 6).triu(1).bool()
+            s = (q @ k.transpose(-2, -1) / math.sqrt(8)).masked_fill(future, float("-inf"))
             return F.softmax(s, dim=-1), attn(x)[0]
         with torch.no_grad():
             A1, y1 = weights()

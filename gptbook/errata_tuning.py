@@ -35,7 +35,8 @@ def _e4():
         opt.step()
     assert "AdamW" in err
     import transformers
-    return f"transformers {transformers.__version__}: {err}; torch.optim.AdamW(model.parameters(), lr=2e-5) steps fine"
+    return (f"transformers {transformers.__version__}: {err}; "
+            f"torch.optim.AdamW(model.parameters(), lr=2e-5) steps fine")
 
 
 @erratum("E5", "000", "§5.2", "03",
