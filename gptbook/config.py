@@ -42,6 +42,8 @@ class Profile:
     max_examples: Optional[int] = 3000       # cap per dataset split; None = all
     finetune_lr: float = 1e-3                # peak learning rate for fine-tuning (ch03)
     hf_train_steps: int = 20                 # steps of the HF Trainer continued pre-training (ch03)
+    apps_queries: Optional[int] = 200        # ch04: cap on test queries / stream items per measurement
+    arith_steps: int = 500                   # ch04: steps of the tiny arithmetic GPT (prompting section)
     threads: Optional[int] = 2               # torch threads on CPU (fixed, so runs repeat exactly)
     serve_requests: int = 200                # ch05 HTTP load test: requests sent
     serve_concurrency: int = 8               # ch05 HTTP load test: client threads at once
@@ -69,7 +71,8 @@ PROFILES = {
         n_embd=384, dropout=0.2, batch_size=64, max_steps=5000, learning_rate=1e-3, min_lr=1e-4,
         warmup_steps=200, eval_interval=250, eval_iters=50, corpus_chars=None,
         finetune_steps=1000, finetune_batch_size=32, max_examples=None, threads=None,
-        finetune_lr=3e-4, hf_train_steps=500, serve_requests=2000, serve_concurrency=16, toy_steps=1000),
+        finetune_lr=3e-4, hf_train_steps=500, serve_requests=2000, serve_concurrency=16, toy_steps=1000,
+        apps_queries=None, arith_steps=4000),
 }
 
 
