@@ -48,6 +48,13 @@ class Profile:
     serve_requests: int = 200                # ch05 HTTP load test: requests sent
     serve_concurrency: int = 8               # ch05 HTTP load test: client threads at once
     toy_steps: int = 300                     # ch02: steps of the causal-LM vs masked-LM toy training
+    lora_rank: int = 8                       # ch03 §5: LoRA rank r
+    peft_steps: int = 60                     # ch03 §5: steps of full fine-tuning and of LoRA
+    sft_steps: int = 60                      # ch03 §6: instruction-tuning steps
+    dpo_steps: int = 30                      # ch03 §6: DPO steps
+    sweep_steps: int = 15                    # ch03 §7: steps per learning-rate sweep run
+    overfit_steps: int = 80                  # ch03 §7: steps of each over-fitting run
+    overfit_examples: int = 32               # ch03 §7: size of the small training subset
 
     def model_config(self, **changes) -> GPTConfig:
         """The GPTConfig of the book's model in this profile."""
@@ -72,7 +79,9 @@ PROFILES = {
         warmup_steps=200, eval_interval=250, eval_iters=50, corpus_chars=None,
         finetune_steps=1000, finetune_batch_size=32, max_examples=None, threads=None,
         finetune_lr=3e-4, hf_train_steps=500, serve_requests=2000, serve_concurrency=16, toy_steps=1000,
-        apps_queries=None, arith_steps=4000),
+        apps_queries=None, arith_steps=4000,
+        lora_rank=16, peft_steps=1000, sft_steps=1000, dpo_steps=300, sweep_steps=300,
+        overfit_steps=1000, overfit_examples=64),
 }
 
 
