@@ -165,12 +165,34 @@ def callout(id: str) -> None:
     """Display the erratum in the book's fixed form, with the evidence its demo produces.
     Raises only when the demonstration itself fails (the erratum then needs revisiting)."""
     evidence = demonstrate(id)
-    md = markdown(id, evidence)
+    _show(markdown(id, evidence))
+
+
+def _show(md: str) -> None:
+    """Rendered Markdown inside IPython/Jupyter, plain text elsewhere; never raises."""
     try:
+        from IPython import get_ipython
         from IPython.display import Markdown, display
-        display(Markdown(md))
-    except Exception:  # noqa: BLE001 - outside IPython (or without a display) fall back to text
-        print(md)
+        if get_ipython() is not None:
+            display(Markdown(md))
+            return
+    except Exception:  # noqa: BLE001 - no IPython or no display: fall back to text
+        pass
+    print(md)
+
+
+def table(ids) -> None:
+    """Display several errata as one Markdown table (id, claim, what is true, evidence), each demo run.
+    Raises only when a demonstration fails, like `callout`."""
+    rows = ["| erratum | the document says | what is true | shown by running it |", "|---|---|---|---|"]
+    for id in ids:
+        e, evidence = get(id), demonstrate(id)
+        cell = lambda t: t.replace("|", "\\|").replace("\n", " ")  # noqa: E731
+        fence = "`" * (max((len(r) for r in re.findall(r"`+", evidence)), default=0) + 1)
+        pad = " " if "`" in evidence else ""
+        rows.append(f"| **{e.id}** ({e.doc} {e.section}) | 「{cell(e.claim)}」 | {cell(e.truth)} | "
+                    f"{fence}{pad}{cell(evidence)}{pad}{fence} |")
+    _show("\n".join(rows))
 
 
 CHAPTERS = {"01": "01_architecture", "02": "02_math", "03": "03_finetuning",

@@ -76,6 +76,7 @@ def test_error_of_reports_and_insists_on_failure():
 def test_callout_displays_and_raises_only_when_demo_fails(capsys, monkeypatch):
     assert errata.callout("E10") is None
     out = capsys.readouterr().out
+    assert out.startswith("> **Erratum E10") and "Shown by running it" in out  # plain text outside IPython
     md = errata.markdown("E10", errata.demonstrate("E10"))
     assert "Erratum E10" in md and "10亿" in md and "Shown by running it" in md
     e = errata.REGISTRY["E10"]
@@ -114,3 +115,11 @@ def test_demos_leave_global_state_alone():
     errata.demonstrate("E12")
     assert torch.equal(torch.rand(3), expected)  # the caller's random stream is untouched
     assert torch.get_num_threads() == threads
+
+
+def test_table_shows_each_erratum_once(capsys):
+    errata.table(["E8", "E10"])
+    out = capsys.readouterr().out
+    assert out.count("| **E8**") == 1 and out.count("| **E10**") == 1 and "10亿" in out
+    with pytest.raises(KeyError):
+        errata.table(["E0"])
