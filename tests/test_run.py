@@ -42,7 +42,7 @@ def test_refresh_stores_clean_outputs(tmp_path):
     assert not any("injected-parameters" in c["metadata"].get("tags", []) for c in stored["cells"])
     assert not any("papermill" in c["metadata"] for c in stored["cells"])
     assert "papermill" not in stored["metadata"]
-    assert stored["cells"][2]["outputs"][0]["text"] == "42\n"
+    assert "".join(stored["cells"][2]["outputs"][0]["text"]) == "42\n"
 
 
 def test_bad_arguments_say_what_to_do(tmp_path):
