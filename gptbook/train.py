@@ -79,11 +79,13 @@ def estimate_loss(model, get_batch, iters: int, device, dtype="float32") -> floa
 
 
 @torch.no_grad()
-def stream_loss(model, ids: torch.Tensor, batch_size: int = 32, device=None, dtype: str = "float32"):
-    """Deterministic loss over ALL non-overlapping block_size windows of a 1-D token tensor.
-    Returns (mean cross-entropy per predicted token in nats, number of predicted tokens)."""
+def stream_loss(model, ids: torch.Tensor, batch_size: int = 32, device=None, dtype: str = "float32",
+                max_windows: Optional[int] = None):
+    """Deterministic loss over the non-overlapping block_size windows of a 1-D token tensor (all of
+    them, or the first max_windows). Returns (mean cross-entropy per predicted token in nats,
+    number of predicted tokens)."""
     T = model.config.block_size
-    starts = list(range(0, ids.numel() - T, T))
+    starts = list(range(0, ids.numel() - T, T))[:max_windows]
     if not starts:
         raise ValueError(f"need more than block_size={T} tokens, got {ids.numel()}")
     device = device or next(model.parameters()).device
@@ -168,8 +170,16 @@ def hf_train(hf_model, train_ids: torch.Tensor, cfg: Profile, steps: int,
         weight_decay=cfg.weight_decay, adam_beta2=0.95, max_grad_norm=cfg.grad_clip,
         logging_steps=1, save_strategy="no", report_to=[], seed=cfg.seed, disable_tqdm=True,
         use_cpu=not cuda, bf16=cuda and cfg.dtype == "bfloat16", dataloader_num_workers=0)
+    from transformers.trainer_callback import PrinterCallback
+    from transformers.utils import logging as hf_logging
     trainer = Trainer(model=hf_model, args=args, train_dataset=rows)
-    trainer.train()
+    trainer.remove_callback(PrinterCallback)            # the losses are returned, not printed
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        trainer.train()
+    finally:
+        hf_logging.set_verbosity(level)
     hf_model.eval()
     return [r["loss"] for r in trainer.state.log_history if "loss" in r]
 

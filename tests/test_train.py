@@ -102,3 +102,14 @@ def test_pretrained_trains_once_then_loads(small_corpus, monkeypatch):
     # a different pre-training setting is a different cached model
     with pytest.raises(AssertionError, match="trained again"):
         train.pretrained(tiny_profile(max_steps=6), progress=False)
+
+
+def test_hf_train_runs_trainer_and_updates_weights(tiny_config):
+    from gptbook.hf import from_hf, to_hf
+    hf_model = to_hf(GPT(tiny_config))
+    before = hf_model.transformer.h[0].attn.c_attn.weight.detach().clone()
+    ids = torch.randint(0, tiny_config.vocab_size, (500,))
+    losses = train.hf_train(hf_model, ids, tiny_profile(), steps=3, learning_rate=1e-2)
+    assert len(losses) == 3 and all(math.isfinite(l) for l in losses)
+    assert not torch.equal(before, hf_model.transformer.h[0].attn.c_attn.weight)
+    from_hf(hf_model)                          # still converts back to the book's GPT
