@@ -120,7 +120,7 @@ class GreedyDecode(FunctionProblem):
         gpt = _tiny_gpt()
         g = _gen(43)
         return [(gpt, torch.randint(20, (1, 3), generator=g), 4),
-                (gpt, torch.randint(20, (2, 5), generator=g), 6), (gpt, torch.tensor([[1]]), 0)]
+                (gpt, torch.randint(20, (2, 5), generator=g), 3), (gpt, torch.tensor([[1]]), 0)]
 
 
 PROBLEMS = [CosineTopK, RollingAlert, FewShotPrompt, NucleusMask, GreedyDecode]

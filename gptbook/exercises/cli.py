@@ -157,7 +157,7 @@ class Report:
         lines = [f"Grading {self.submission}", f"{'problem':{w}s}  points  status         message"]
         for r in self.rows:
             msg = r.message.replace("\n", " ")
-            msg = msg if len(msg) <= 160 else msg[:157] + "..."
+            msg = msg if len(msg) <= 400 else msg[:397] + "..."
             lines.append(f"{r.problem:{w}s}  {r.points:g}/{r.max_points:g}{'':3s} {r.status:14s} {msg}")
         if self.error:
             lines.append(f"note: {self.error}")
@@ -232,7 +232,7 @@ def _execute(nb, timeout, kernel_name):
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
     env["GPTBOOK_GRADING"] = "1"                 # q.grade raises in the kernel: the cell scores 0
     env["HF_HUB_OFFLINE"] = "1"
-    env.setdefault("GPTBOOK_CALL_TIMEOUT", str(max(1.0, min(10.0, timeout / 3))))
+    env.setdefault("GPTBOOK_CALL_TIMEOUT", f"{max(1.0, min(10.0, timeout / 3)):.1f}")
     with tempfile.TemporaryDirectory() as tmp:
         client = NotebookClient(nb, timeout=timeout, kernel_name=kernel_name, allow_errors=True,
                                 interrupt_on_timeout=True,

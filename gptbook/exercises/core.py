@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import inspect
 import math
+import numbers
 import os
 import signal
 import textwrap
@@ -16,6 +17,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Callable, List, Optional
 
+import numpy as np
 import torch
 
 NOT_ATTEMPTED, INCORRECT, CORRECT = "not attempted", "incorrect", "correct"
@@ -130,12 +132,12 @@ def compare(expected: Any, got: Any, rtol: float = 1e-4, atol: float = 1e-5, whe
         if got is not expected:
             raise Incorrect(f"expected {expected!r}{at}, got {describe(got)}")
         return
-    if isinstance(expected, (int, float)):
-        if torch.is_tensor(got) and got.numel() == 1:
+    if isinstance(expected, numbers.Real):
+        if (torch.is_tensor(got) and got.numel() == 1) or isinstance(got, np.generic):
             got = got.item()
-        if isinstance(got, bool) or not isinstance(got, (int, float)):
+        if isinstance(got, bool) or not isinstance(got, numbers.Real):
             raise Incorrect(f"expected a number{at}, got {type(got).__name__}: {describe(got)}")
-        if isinstance(expected, int) and not isinstance(got, int):
+        if isinstance(expected, numbers.Integral) and not isinstance(got, numbers.Integral):
             raise Incorrect(f"expected an int{at}, got {type(got).__name__} {describe(got)}")
         if not math.isclose(got, expected, rel_tol=rtol, abs_tol=atol):
             raise Incorrect(f"expected {describe(expected)}{at}, got {describe(got)}")
@@ -215,7 +217,7 @@ class Problem:
         except Incorrect as e:
             return Outcome(INCORRECT, str(e), label)
         except _TimeLimit:
-            return Outcome(INCORRECT, f"a call did not finish within {self.time_limit:g} s "
+            return Outcome(INCORRECT, f"a call did not finish within {self.time_limit:.3g} s "
                                       f"(an infinite loop?)", label)
         except KeyboardInterrupt:
             raise
@@ -246,8 +248,8 @@ class Problem:
             _show("No hints for this one.")
             return
         n = min(max(1, n), len(self.hints))
-        more = f" (there are {len(self.hints)}; try q.hint({n + 1}))" if n < len(self.hints) else ""
-        _show(_Md(f"**Hint {n}{more}:** {self.hints[n - 1]}"))
+        more = f"; .hint({n + 1}) gives the next" if n < len(self.hints) else ""
+        _show(_Md(f"**Hint {n} of {len(self.hints)}{more}:** {self.hints[n - 1]}"))
 
     def solution_source(self) -> str:
         """The reference's source, plus the source of the gptbook functions it uses."""
@@ -286,7 +288,6 @@ class FunctionProblem(Problem):
 
     def verify(self, fn) -> None:
         for args in self.cases():
-            want = self.expected(*copy.deepcopy(args))
             call = _call_str(self.name, args)
             try:
                 got = self._call(fn, *copy.deepcopy(args))
@@ -295,6 +296,7 @@ class FunctionProblem(Problem):
             except BaseException as e:  # noqa: BLE001
                 e._gptbook_call = f"{call} "
                 raise
+            want = self.expected(*copy.deepcopy(args))   # after the learner's call: a stub costs nothing
             try:
                 compare(want, got, self.rtol, self.atol)
             except Incorrect as e:
