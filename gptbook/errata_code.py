@@ -186,12 +186,11 @@ def _e29():
          "padded to max_len leaves max_length=max_len no room for new tokens; pass max_new_tokens.")
 def _e30():
     from transformers import GPT2LMHeadModel
+    ids, mask = torch.tensor([5, 6, 7, 0, 0, 0, 0, 0]), torch.tensor([1, 1, 1, 0, 0, 0, 0, 0])
     with seeded(0), quiet():
         m = GPT2LMHeadModel(tiny_hf_config()).eval()
-    ids, mask = torch.tensor([5, 6, 7, 0, 0, 0, 0, 0]), torch.tensor([1, 1, 1, 0, 0, 0, 0, 0])
-    err1 = error_of(lambda: m.generate(ids, attention_mask=mask, max_length=8))
-    err2 = error_of(lambda: m.generate(ids[None], attention_mask=mask[None], max_length=8))
-    with quiet():
+        err1 = error_of(lambda: m.generate(ids, attention_mask=mask, max_length=8))
+        err2 = error_of(lambda: m.generate(ids[None], attention_mask=mask[None], max_length=8))
         ok = m.generate(ids[None, :3], max_new_tokens=4, do_sample=False, pad_token_id=0)
     assert ok.shape == (1, 7)
     return (f"1-D input_ids: {err1}; prompt padded to max_len with max_length=max_len: {err2[:95]}...; "

@@ -156,15 +156,15 @@ def _e11():
          "tokens. Generate from the unpadded prompt, or left-pad a batch with an attention mask.")
 def _e12():
     from .generate import generate, left_pad
+    prompt, pad = [5, 17, 42, 9], 1
     with seeded(0):
         m = tiny_gpt()
-    prompt, pad = [5, 17, 42, 9], 1
-    plain = generate(m, torch.tensor([prompt]), 6, temperature=0)[0, 4:].tolist()
-    right = torch.tensor([prompt + [pad] * 4])
-    right_mask = torch.tensor([[1] * 4 + [0] * 4])
-    r = generate(m, right, 6, temperature=0, attention_mask=right_mask)[0, 8:].tolist()
-    idx, mask = left_pad([prompt, [3, 3, 3, 3, 3, 3, 3, 3]], pad)
-    left = generate(m, idx, 6, temperature=0, attention_mask=mask)[0, 8:].tolist()
+        plain = generate(m, torch.tensor([prompt]), 6, temperature=0)[0, 4:].tolist()
+        right = torch.tensor([prompt + [pad] * 4])
+        right_mask = torch.tensor([[1] * 4 + [0] * 4])
+        r = generate(m, right, 6, temperature=0, attention_mask=right_mask)[0, 8:].tolist()
+        idx, mask = left_pad([prompt, [3, 3, 3, 3, 3, 3, 3, 3]], pad)
+        left = generate(m, idx, 6, temperature=0, attention_mask=mask)[0, 8:].tolist()
     assert left == plain and r != plain
     return (f"greedy continuation of the unpadded prompt: {plain}; left-padded in a batch: {left} (same); "
             f"right-padded to 8 tokens: {r} (continues after the pads)")
