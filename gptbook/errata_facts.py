@@ -166,7 +166,8 @@ def _e36():
          "通常需要训练数百个epoch,以充分学习语料中的知识。",
          "GPT-scale pre-training sees most of its data less than once: GPT-3 trained on 300B tokens drawn "
          "from a ~499B-token mix (Common Crawl 0.44 epochs, Wikipedia 3.4). The compute 6*N*D for 300B "
-         "tokens already matches the paper's 3.14e23 FLOPs; hundreds of epochs would need 100x more.")
+         "tokens already matches the paper's 3.14e23 FLOPs; hundreds of epochs would need hundreds of "
+         "times more compute.")
 def _e25():
     n = count_params(PUBLISHED["GPT-3 175B"], include_embeddings=False)
     tokens = 300e9                                     # GPT-3 paper, §2.2

@@ -113,7 +113,7 @@ def _e8():
 @erratum("E10", "002", "§1.1", "01",
          "GPT-1基于Transformer架构和自回归语言模型，在预训练阶段使用了超过10亿个参数",
          "GPT-1 (2018) has about 117M parameters (12 layers, d=768, 12 heads, 512 context, 40,478-token "
-         "BPE vocabulary); the first OpenAI GPT past one billion was GPT-2 XL (1.5B, 2019).")
+         "BPE vocabulary); the first OpenAI GPT past one billion was GPT-2 XL (2019; published as 1.5B, 1.56B counted here).")
 def _e10():
     n = count_params(PUBLISHED["GPT-1"])
     xl = count_params(PUBLISHED["GPT-2 XL"])
@@ -146,7 +146,7 @@ def _e13():
 @erratum("E14", "003", "§4.2", "01",
          "以GPT模型的多头自注意力机制为例，推导如下： $$ W^Q = W^V = W^K = "
          "\\mathbb{R}^{d_k \\times d_v} \\in \\mathbb{R}^{n \\times d_v} $$",
-         "W^Q, W^K, W^V are three different learned matrices of shape (d_model, d_k) (d_model, d_k) "
+         "W^Q, W^K, W^V are three different learned matrices of shapes (d_model, d_k), (d_model, d_k) and "
          "(d_model, d_v), not equal and not n x d_v (n is the sequence length); and GPT attention adds a "
          "causal mask so position i cannot see j > i, which the formula omits.")
 def _e14():

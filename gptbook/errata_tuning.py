@@ -229,5 +229,5 @@ def _e17():
     doc = dict(vocab_size=10000, emb_dim=512, n_heads=8, d_ff=2048)
     gpt2 = dict(vocab_size=50257, emb_dim=768, n_heads=12, d_ff=4 * 768)
     assert layer.norm1.eps == 1.0 and layer.activation is True and doc != gpt2
-    out.append(f"layer_norm_eps=True -> eps={layer.norm1.eps}; sizes {doc} vs GPT-2 small {gpt2}")
+    out.append(f"layer_norm_eps=True -> eps={float(layer.norm1.eps)}; sizes {doc} vs GPT-2 small {gpt2}")
     return "; ".join(out)
