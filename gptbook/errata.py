@@ -6,7 +6,11 @@ line of the document raising its real error, a count from a configuration, a for
 numerically) and returns a short evidence string. A demo raises AssertionError if the evidence
 no longer holds (for instance a library changed), so `tests/test_errata.py` re-verifies them all.
 
-In a chapter: `errata.callout("E10")` displays the fixed callout form and the evidence.
+In a chapter: `errata.callout("E10")` displays the fixed callout form and the evidence;
+`errata.table(["E19", "E20"])` shows several as one table. The entries live in errata_model.py
+(architecture, math), errata_tuning.py (the seed map's code errata), errata_facts.py (facts,
+history, objectives) and errata_code.py (further code, metrics, training advice); importing this
+module registers them all. Claims may join excerpts with " … "; each excerpt is verbatim.
 """
 from __future__ import annotations
 
