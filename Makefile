@@ -5,6 +5,8 @@ PY     := $(VENV)/bin/python
 PROFILE ?= quick
 export HF_HUB_OFFLINE ?= 1
 export GPTBOOK_CACHE ?= $(CURDIR)/build/cache
+# stored notebook outputs are made and checked without progress bars (gptbook.config.progress_enabled)
+NBENV := GPTBOOK_NO_PROGRESS=1
 
 .PHONY: book setup data test unit nbval lab exercises refresh bench clean doctor lock
 
@@ -25,14 +27,14 @@ data: $(VENV)/.installed
 	$(PY) -m gptbook data fetch
 
 test: setup
-	$(PY) -m pytest tests chapters --nbval --nbval-current-env \
+	$(NBENV) $(PY) -m pytest tests chapters --nbval --nbval-current-env \
 	  --nbval-sanitize-with tests/nbval_sanitize.cfg -q -p no:randomly $(PYTEST_ARGS)
 
 unit: setup
 	$(PY) -m pytest tests -q $(PYTEST_ARGS)
 
 nbval: setup
-	$(PY) -m pytest chapters --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg -q
+	$(NBENV) $(PY) -m pytest chapters --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg -q
 
 refresh: setup
 	$(PY) -m gptbook run --refresh $(CHAPTERS)

@@ -134,6 +134,13 @@ def setup(profile: str = "quick", **overrides) -> Profile:
     return cfg
 
 
+def progress_enabled(requested: bool = True) -> bool:
+    """Progress bars on, unless GPTBOOK_NO_PROGRESS=1: set while outputs are stored (`gptbook run
+    --refresh`) and checked (nbval), so a stored notebook does not depend on whether a cached model
+    was loaded or trained."""
+    return bool(requested) and os.environ.get("GPTBOOK_NO_PROGRESS", "") not in ("1", "true", "yes")
+
+
 def env_report() -> dict:
     """Versions and device, for the top of a chapter (values that nbval sanitises)."""
     import transformers

@@ -69,6 +69,8 @@ def run(chapters: Iterable[str] = (), profile: str = "quick", output_dir: str = 
     if profile != "quick":
         params["profile"] = profile
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if refresh:  # stored outputs must not depend on the cache state: no progress bars (see config)
+        os.environ["GPTBOOK_NO_PROGRESS"] = "1"
     failed = 0
     for nb in paths:
         out = out_dir / nb.name
