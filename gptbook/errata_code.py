@@ -286,3 +286,24 @@ def _e42():
     return (f"20 AdamW steps on the same batch, start loss ~ln 64 = {start:.2f}: lr=1e-3 -> training loss "
             f"{out[1e-3][0]:.2f}; lr=1.0 -> training loss {out[1.0][0]:.2f} "
             f"(diverged on its own training data)")
+
+
+@erratum("E44", "001", "§3.2.1", "03",
+         "模型会基于当前参数计算出对下一个token $x_n$ 的预测概率分布 $P(x_n|x_1, x_2, ..., x_{n-1})$。 … "
+         "3. **计算损失**:将模型预测的概率分布与实际的标签 $x_n$ 进行比较,计算交叉熵损失(Cross-Entropy Loss)。",
+         "One forward pass of a (batch, T) block predicts the next token at EVERY position (thanks to the "
+         "causal mask), so the loss averages T next-token losses per sequence, not one loss for the last "
+         "token x_n; that is what makes GPT pre-training efficient.")
+def _e44():
+    import torch.nn.functional as F
+    with seeded(0):
+        m = tiny_gpt()
+        x = torch.randint(0, 64, (4, 17))
+        with torch.no_grad():
+            out = m(x[:, :-1], targets=x[:, 1:])
+    per_pos = F.cross_entropy(out.logits.reshape(-1, 64), x[:, 1:].reshape(-1), reduction="none")
+    last_only = per_pos.view(4, 16)[:, -1]
+    assert per_pos.numel() == 64 and abs(per_pos.mean().item() - out.loss.item()) < 1e-5
+    return (f"a (4, 16) batch: logits {tuple(out.logits.shape)}, {per_pos.numel()} next-token targets in one "
+            f"pass (loss = their mean, {out.loss.item():.3f}); predicting only x_n would use "
+            f"{last_only.numel()} of them")
