@@ -11,7 +11,7 @@ from typing import Callable, Optional
 
 import torch
 
-from .config import Profile, pick_device
+from .config import Profile, pick_device, progress_enabled
 from .model import GPT, GPTConfig
 
 
@@ -122,7 +122,7 @@ def train(model, get_train_batch: Callable, cfg: Profile, get_val_batch: Optiona
     loss_fn = loss_fn or (lambda m, x, y: m(x, y).loss)
     hist = History()
     t0 = time.perf_counter()
-    bar = tqdm(range(steps), desc="training", disable=not progress, mininterval=1.0)
+    bar = tqdm(range(steps), desc="training", disable=not progress_enabled(progress), mininterval=1.0)
     for step in bar:
         lr = lr_at(step, max_lr, min_lr, warmup, steps)
         for g in opt.param_groups:
