@@ -250,9 +250,13 @@ def _tampered(tmp):
     by_id["causal_mask"].source = "while True:\n    pass"                       # top-level loop: cell timeout
     by_id["attention"].source = "def attention(q, k, v, mask=None):\n    while True:\n        pass"
     by_id["test_layer_norm"].source = "pass  # edited test"
-    by_id["layer_norm"].source = ("def layer_norm(x, weight, bias, eps=1e-5):\n"
+    by_id["layer_norm"].source = ("from gptbook.exercises import core  # switch the grader off for good\n"
+                                  "core._GRADING_AT_IMPORT = False\n"
+                                  "def layer_norm(x, weight, bias, eps=1e-5):\n"
                                   "    return (x - x.mean(-1, keepdim=True)) / x.std(-1, keepdim=True)")
-    by_id["block_forward"].source = "def block_forward(x, ln_1, attn, ln_2, mlp):\n    return 'hello'"
+    by_id["block_forward"].source = ("import os\nos.environ.pop('GPTBOOK_GRADING', None)  # try to switch "
+                                     "the grader off\ndef block_forward(x, ln_1, attn, ln_2, mlp):\n"
+                                     "    return 'hello'")
     drop = {by_id["setup"].id, by_id["test_split_heads"].id, by_id["count_params"].id}
     nb.cells = [c for c in nb.cells if c.id not in drop]
     nb.cells.insert(3, nbformat.v4.new_code_cell("raise RuntimeError('a stray error')"))

@@ -165,23 +165,35 @@ class Report:
         return "\n".join(lines)
 
 
-def _status(cell) -> tuple:
-    """(status, message) of an executed test cell from its outputs."""
-    errors = [o for o in cell.get("outputs", []) if o.get("output_type") == "error"]
+def _parse_outcome(text: str):
+    """(status, message) from an Outcome's text "✗ name: incorrect. <what failed>", or None."""
+    for status in (NOT_ATTEMPTED, INCORRECT):
+        if f": {status}. " in text or text.rstrip().endswith(f": {status}."):
+            return status, text.split(f": {status}.", 1)[1].strip()
+    return None
+
+
+def _status(cell, name: str = "") -> tuple:
+    """(status, message) of an executed cell from its outputs. A test cell that calls q.grade must
+    also have displayed "<name>: correct." (so switching the grader off does not earn points)."""
+    outputs = cell.get("outputs", [])
+    errors = [o for o in outputs if o.get("output_type") == "error"]
     if cell.get("execution_count") is None and not errors:
         return "not run", "the cell did not run (an earlier cell timed out or the kernel died)"
     if not errors:
+        texts = " ".join(str(o.get("data", {}).get("text/plain", o.get("text", ""))) for o in outputs)
+        if name and ".grade(" in cell.source and f"{name}: {CORRECT}." not in texts:
+            shown = _parse_outcome(texts)
+            if shown:  # the grader was switched off: q.grade displayed instead of raising
+                return shown
+            return INCORRECT, "the test cell did not report a correct result " + texts.strip()[:300]
         return CORRECT, ""
     e = errors[0]
     ename, evalue = e.get("ename", "Error"), e.get("evalue", "")
     if ename == "KeyboardInterrupt":
         return "timeout", "the cell ran past the time limit and was interrupted"
     if ename == "AssertionError":
-        # the message of Problem.grade: "✗ name: incorrect. <what failed>"
-        for status in (NOT_ATTEMPTED, INCORRECT):
-            if f": {status}. " in evalue or evalue.endswith(f": {status}."):
-                return status, evalue.split(f": {status}.", 1)[1].strip()
-        return INCORRECT, f"AssertionError: {evalue}"
+        return _parse_outcome(evalue) or (INCORRECT, f"AssertionError: {evalue}")
     if ename == "NameError":
         return INCORRECT, f"{ename}: {evalue} (was the answer cell run, deleted or renamed?)"
     return "error", f"{ename}: {evalue}"
@@ -216,7 +228,7 @@ def grade_notebook(submission, source=None, timeout: float = 30, kernel_name: st
         if gid not in executed:
             report.rows.append(Row(name, 0.0, pts, "not run", report.error or "not executed"))
             continue
-        status, msg = _status(executed[gid])
+        status, msg = _status(executed[gid], name)
         answer = executed.get(name)
         if status != CORRECT and answer is not None and meta(answer).get("solution"):
             a_status, a_msg = _status(answer)  # the answer cell itself failed: say that first

@@ -55,9 +55,18 @@ class _TimeLimit(Exception):
     pass
 
 
+def _env_grading() -> bool:
+    return bool(os.environ.get("NBGRADER_EXECUTION")) or os.environ.get("GPTBOOK_GRADING") == "1"
+
+
+# latched when the (locked) setup cell imports this module, before any learner code runs, so an
+# answer cell that deletes the variables does not switch the grader off
+_GRADING_AT_IMPORT = _env_grading()
+
+
 def grading() -> bool:
     """True when running under a grader (nbgrader autograde/validate, or GPTBOOK_GRADING=1)."""
-    return bool(os.environ.get("NBGRADER_EXECUTION")) or os.environ.get("GPTBOOK_GRADING") == "1"
+    return _GRADING_AT_IMPORT or _env_grading()
 
 
 def _show(obj):
