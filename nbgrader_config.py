@@ -4,7 +4,10 @@
     nbgrader autograde 01_architecture               # grades submitted/{student}/01_architecture/
 Without nbgrader: python -m gptbook exercises release | grade SUBMISSION.ipynb
 """
+import os
+
 c = get_config()  # noqa: F821 - provided by nbgrader when it loads this file
+os.makedirs("build", exist_ok=True)  # the gradebook lives in build/ (git-ignored), next to the copies
 
 c.CourseDirectory.source_directory = "exercises"
 c.CourseDirectory.release_directory = "build/release"
