@@ -180,7 +180,7 @@ def test_lora_reference_agrees_with_peft():
 def test_nucleus_mask_agrees_with_sample_next():
     g = torch.Generator().manual_seed(4)
     logits = torch.log(torch.tensor([0.4, 0.25, 0.15, 0.1, 0.06, 0.04]))[None]
-    for top_p in (0.3, 0.5, 0.65, 0.8, 0.95):
+    for top_p in (0.3, 0.5, 0.6, 0.75, 0.93):   # away from the cumulative sums .4 .65 .8 .9 .96
         keep = MODULES["04"]._ref_nucleus_mask(logits, top_p)[0]
         draws = generate.sample_next(logits.repeat(3000, 1), temperature=1.0, top_p=top_p, generator=g)
         assert set(draws.flatten().tolist()) == set(keep.nonzero().flatten().tolist()), top_p

@@ -74,6 +74,8 @@ class FewShotPrompt(FunctionProblem):
 
 def _ref_nucleus_mask(logits, top_p):
     # the rule of gptbook.generate.sample_next: drop a token when the mass BEFORE it reaches top_p
+    if top_p >= 1.0:
+        return torch.ones_like(logits, dtype=torch.bool)            # no filtering at all
     probs = F.softmax(logits, dim=-1)
     sorted_probs, order = torch.sort(probs, dim=-1, descending=True)
     drop_sorted = sorted_probs.cumsum(-1) - sorted_probs >= top_p
@@ -93,7 +95,8 @@ class NucleusMask(FunctionProblem):
     def cases(self):
         g = _gen(41)
         logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05], [0.05, 0.15, 0.3, 0.5]]))
-        return [(logits, 0.7), (logits, 0.8), (torch.randn(3, 10, generator=g) * 2, 0.9),
+        # top_p values stay clear of the cumulative sums (0.5, 0.8, 0.95), where float rounding decides
+        return [(logits, 0.7), (logits, 0.85), (torch.randn(3, 10, generator=g) * 2, 0.9),
                 (torch.randn(2, 6, generator=g), 1.0), (torch.randn(1, 5, generator=g), 0.01)]
 
 
