@@ -194,6 +194,14 @@ def test_generate_cache_equals_no_cache(tiny_config, sampling):
     assert torch.equal(a[:, :4], idx)
 
 
+def test_generate_cache_equals_no_cache_manual_path(tiny_config):
+    model = make(tiny_config, flash=False)
+    idx, mask = left_pad([[3, 4, 5, 6], [7, 8]], pad_id=1)
+    a = generate(model, idx, 8, temperature=0, use_cache=True, attention_mask=mask)
+    b = generate(model, idx, 8, temperature=0, use_cache=False, attention_mask=mask)
+    assert torch.equal(a, b)
+
+
 def test_generate_without_cache_slides_past_block_size(tiny_config):
     model = make(tiny_config)
     out = generate(model, rand_idx(tiny_config, T=10), 20, temperature=0, use_cache=False)
