@@ -355,3 +355,12 @@ def test_nbgrader_generate_and_autograde(graded):
         pytest.skip("nbgrader is not installed")
     assert isinstance(scores, dict), scores
     assert scores["alice"] == (8.0, 8.0) and scores["bob"] == (0.0, 8.0), scores
+
+
+def test_release_removes_hidden_tests():
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("q1.grade(f)\n### BEGIN HIDDEN TESTS\nassert f(2) == 4\n### END HIDDEN TESTS\n")
+    cell.metadata["nbgrader"] = {"grade": True, "grade_id": "test_f", "locked": True, "points": 1,
+                                 "solution": False, "schema_version": 3, "task": False}
+    nb.cells.append(cell)
+    assert cli.strip_solutions(nb).cells[0].source.strip() == "q1.grade(f)"
