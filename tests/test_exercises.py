@@ -178,6 +178,32 @@ def test_lora_reference_agrees_with_peft():
     torch.testing.assert_close(mine(x), lora(x))
 
 
+def test_int8_and_percentile_references_are_gptbook_deploy():
+    from gptbook.deploy import bench, quantize
+    x = torch.randn(3, 4)
+    q, scale = MODULES["05"]._ref_quantize_int8(x)
+    q_rows, _ = quantize.quantize_per_row(x.reshape(1, -1))
+    assert q.dtype == torch.int8 and torch.equal(q.flatten(), q_rows[0])
+    assert (q.float() * scale - x).abs().max() <= scale / 2 + 1e-6
+    assert MODULES["05"]._ref_latency_percentile([1.0, 2.0, 3.0, 10.0], 95) == bench.percentiles([1, 2, 3, 10])["p95"]
+
+
+def test_validate_request_agrees_with_the_service():
+    serve = pytest.importorskip("gptbook.deploy.serve")
+    from pydantic import ValidationError
+    Req = serve.request_model(serve.ServeSettings(), vocab_size=64)
+    for (req,) in MODULES["05"].ValidateRequest().cases():
+        if not isinstance(req, dict):
+            continue
+        bad = MODULES["05"]._ref_validate_request(req)
+        try:
+            Req(**req)
+            accepted = True
+        except ValidationError:
+            accepted = False
+        assert accepted == (not bad), (req, bad)
+
+
 def test_nucleus_mask_agrees_with_sample_next():
     g = torch.Generator().manual_seed(4)
     logits = torch.log(torch.tensor([0.4, 0.25, 0.15, 0.1, 0.06, 0.04]))[None]

@@ -1,11 +1,11 @@
 """Exercises for chapter 05 (deployment): KV cache, int8, request validation, padding, latency, pruning."""
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn.utils.prune
 
 from .. import generate, model
+from ..deploy import bench, quantize
 from .core import FunctionProblem
 
 
@@ -39,19 +39,19 @@ class KVCacheUpdate(FunctionProblem):
 
 
 def _ref_quantize_int8(x):
-    amax = x.abs().max().item()
-    scale = amax / 127 if amax > 0 else 1.0          # symmetric: [-amax, amax] -> [-127, 127]
-    q = torch.round(x / scale).clamp(-127, 127).to(torch.int8)
-    return q, scale
+    # gptbook's int8 Linear quantises per row; one row holding the whole tensor is per-tensor
+    q, scale = quantize.quantize_per_row(x.reshape(1, -1))          # (1, N) int8, (1,)
+    return q.view(x.shape), scale.item()
 
 
 class QuantizeInt8(FunctionProblem):
     """quantize_int8(x) -> (q int8 tensor, scale float): symmetric per-tensor, x ~ q * scale."""
     name = "quantize_int8"
     reference = staticmethod(_ref_quantize_int8)
-    rtol, atol = 1e-6, 1e-9
+    uses = (quantize.quantize_per_row,)
+    rtol, atol = 1e-5, 1e-12
     hints = ["Symmetric: zero maps to 0 and the largest |x| maps to 127, so scale = max|x| / 127 "
-             "(use 1.0 when x is all zeros).",
+             "(with max|x| clamped to at least 1e-8, so an all-zero tensor does not divide by zero).",
              "q = torch.round(x / scale).clamp(-127, 127).to(torch.int8); return (q, scale) with scale a float."]
 
     def cases(self):
@@ -60,22 +60,26 @@ class QuantizeInt8(FunctionProblem):
                 (torch.zeros(3),), (torch.randn(2, 3, generator=g) * 1e-3,)]
 
 
-LIMITS = {"max_prompt_chars": 2000, "max_new_tokens": 256, "max_temperature": 2.0}
+def _limits():
+    from ..deploy.serve import ServeSettings            # the service's defaults (imports FastAPI)
+    s = ServeSettings()
+    return s.max_prompt_chars, s.max_new_tokens, s.max_temperature
 
 
 def _ref_validate_request(req):
     if not isinstance(req, dict):
         return ["request"]
+    max_chars, max_new, max_temp = _limits()
     bad = [key for key in req if key not in ("prompt", "max_new_tokens", "temperature", "top_p")]
     number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
     p = req.get("prompt")
-    if not isinstance(p, str) or not p.strip() or len(p) > LIMITS["max_prompt_chars"]:
+    if not isinstance(p, str) or not p.strip() or len(p) > max_chars:
         bad.append("prompt")
-    n = req.get("max_new_tokens", 32)
-    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= LIMITS["max_new_tokens"]:
+    n = req.get("max_new_tokens", 16)
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= max_new:
         bad.append("max_new_tokens")
-    t = req.get("temperature", 1.0)
-    if not number(t) or not 0 <= t <= LIMITS["max_temperature"]:
+    t = req.get("temperature", 0.0)
+    if not number(t) or not 0 <= t <= max_temp:
         bad.append("temperature")
     top_p = req.get("top_p", 1.0)
     if not number(top_p) or not 0 < top_p <= 1:
@@ -88,12 +92,13 @@ class ValidateRequest(FunctionProblem):
     name = "validate_request"
     reference = staticmethod(_ref_validate_request)
     hints = ["Check each field on its own and collect the names of the bad ones; return sorted(bad).",
-             "Missing optional fields take their defaults (max_new_tokens 32, temperature 1.0, top_p 1.0). "
+             "Missing optional fields take their defaults (max_new_tokens 16, temperature 0.0, top_p 1.0). "
              "True is an int in Python: reject bools explicitly. A prompt of only spaces is empty.",
              "Any key other than prompt, max_new_tokens, temperature, top_p is reported by its own name."]
 
     def cases(self):
-        return [({"prompt": "Hello"},), ({"prompt": "Hi", "max_new_tokens": 256, "temperature": 0, "top_p": 1},),
+        return [({"prompt": "Hello"},), ({"prompt": "Hi", "max_new_tokens": 64, "temperature": 2, "top_p": 1},),
+                ({"prompt": "Hi", "max_new_tokens": 65, "temperature": 0.5, "top_p": 0.9},),
                 ({"prompt": "   ", "max_new_tokens": 0},), ({"prompt": "x" * 2001, "temperature": 2.5},),
                 ({"prompt": "ok", "max_new_tokens": True, "top_p": 0},),
                 ({"prompt": "ok", "max_new_tokens": 10.0, "temperature": "hot", "stream": True},),
@@ -118,13 +123,14 @@ class LeftPad(FunctionProblem):
 
 
 def _ref_latency_percentile(latencies_ms, p):
-    return float(np.percentile(np.asarray(latencies_ms, dtype=float), p))
+    return bench.percentiles(latencies_ms, qs=(p,))[f"p{p}"]
 
 
 class LatencyPercentile(FunctionProblem):
     """latency_percentile(latencies_ms, p) -> float, linear interpolation (numpy's default)."""
     name = "latency_percentile"
     reference = staticmethod(_ref_latency_percentile)
+    uses = (bench.percentiles,)
     hints = ["Sort the values; the p-th percentile sits at fractional rank r = p / 100 * (n - 1).",
              "Interpolate between s[floor(r)] and s[ceil(r)]: s[lo] + (r - lo) * (s[hi] - s[lo])."]
 

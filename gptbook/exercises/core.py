@@ -156,7 +156,7 @@ def compare(expected: Any, got: Any, rtol: float = 1e-4, atol: float = 1e-5, whe
             raise Incorrect(f"expected a {type(expected).__name__}{at}, got {type(got).__name__}: "
                             f"{describe(got)}")
         if len(got) != len(expected):
-            raise Incorrect(f"expected {len(expected)} items{at}, got {len(got)}: "
+            raise Incorrect(f"expected {len(expected)} item{'s' * (len(expected) != 1)}{at}, got {len(got)}: "
                             f"expected {describe(expected)}, got {describe(got)}")
         for i, (e, g) in enumerate(zip(expected, got)):
             compare(e, g, rtol, atol, where=f"{where}[{i}]")
