@@ -145,7 +145,7 @@ def dpo_loss_fn(ref_model, beta: float = 0.1) -> Callable:
 def preference_metrics(model, ref_model, encoded, pad_id: int, beta: float = 0.1,
                        batch_size: int = 32, device="cpu") -> dict:
     """On held-out pairs: DPO loss, reward accuracy (implicit reward of chosen > rejected), mean
-    reward margin, and how often the model alone gives the chosen answer more log-probability."""
+    reward margin and rewards, and how often the model alone gives the chosen answer more log-prob."""
     model.eval()
     ref_model.eval()
     pw, pl, rw_, rl_ = [], [], [], []
@@ -159,7 +159,8 @@ def preference_metrics(model, ref_model, encoded, pad_id: int, beta: float = 0.1
     pw, pl, rw_, rl_ = (torch.cat(t) for t in (pw, pl, rw_, rl_))
     loss, rw, rl = dpo_loss(pw, pl, rw_, rl_, beta)
     return {"dpo_loss": loss.item(), "reward_accuracy": (rw > rl).float().mean().item(),
-            "reward_margin": (rw - rl).mean().item(),
+            "reward_margin": (rw - rl).mean().item(), "reward_chosen": rw.mean().item(),
+            "reward_rejected": rl.mean().item(),
             "logprob_prefers_chosen": (pw > pl).float().mean().item()}
 
 
@@ -172,6 +173,6 @@ def respond(model, tok, prompt: str, max_new_tokens: int = 40, device="cpu") -> 
     room = model.config.block_size - len(ids)
     out = generate(model, torch.tensor([ids], device=device), min(max_new_tokens, room),
                    temperature=0.0, eos_token_id=eos)
-    new = [t for t in out[0, len(ids):].tolist()]
+    new = out[0, len(ids):].tolist()
     new = new[:new.index(eos)] if eos in new else new
     return tok.decode(new).strip()

@@ -49,12 +49,12 @@ class Profile:
     serve_concurrency: int = 8               # ch05 HTTP load test: client threads at once
     toy_steps: int = 300                     # ch02: steps of the causal-LM vs masked-LM toy training
     lora_rank: int = 8                       # ch03 §5: LoRA rank r
-    peft_steps: int = 60                     # ch03 §5: steps of full fine-tuning and of LoRA
-    sft_steps: int = 60                      # ch03 §6: instruction-tuning steps
-    dpo_steps: int = 30                      # ch03 §6: DPO steps
-    sweep_steps: int = 15                    # ch03 §7: steps per learning-rate sweep run
-    overfit_steps: int = 80                  # ch03 §7: steps of each over-fitting run
-    overfit_examples: int = 32               # ch03 §7: size of the small training subset
+    peft_steps: int = 30                     # ch03 §5: steps of full fine-tuning and of LoRA
+    sft_steps: int = 30                      # ch03 §6: instruction-tuning steps
+    dpo_steps: int = 15                      # ch03 §6: DPO steps
+    sweep_steps: int = 20                    # ch03 §7: steps per learning-rate sweep run
+    overfit_steps: int = 48                  # ch03 §7: steps of each over-fitting run
+    overfit_examples: int = 16               # ch03 §7: size of the small training subset
 
     def model_config(self, **changes) -> GPTConfig:
         """The GPTConfig of the book's model in this profile."""
