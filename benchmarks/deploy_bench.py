@@ -26,7 +26,7 @@ def measure(cfg, model, tok, repeat: int = 5) -> dict:
     T = cfg.block_size
     val = bench.held_out_tokens(cfg, tok)
     x = val[:8 * T].view(8, T)                       # one batch of held-out windows
-    fwd = lambda m: bench.median_seconds(lambda: m(x), repeat)   # noqa: E731
+    fwd = lambda m: bench.min_seconds(lambda: m(x), repeat)   # noqa: E731
     ppl = lambda m, **kw: bench.perplexity(m, val, T, **kw)     # noqa: E731
     r = {}
     with torch.no_grad():
@@ -39,7 +39,7 @@ def measure(cfg, model, tok, repeat: int = 5) -> dict:
         r["batch16_throughput_ratio"] = tps[1] / tps[0]
         t32, p32 = fwd(model), ppl(model)
         with bench.autocast("cpu", "bfloat16"):
-            r["bf16_latency_ratio"] = bench.median_seconds(lambda: model(x), repeat) / t32
+            r["bf16_latency_ratio"] = bench.min_seconds(lambda: model(x), repeat) / t32
         r["bf16_ppl_change"] = ppl(model, dtype="bfloat16") / p32 - 1
         q = quantize.quantize_dynamic_int8(model)
         r["int8_size_ratio"] = bench.state_dict_bytes(q) / bench.state_dict_bytes(model)
@@ -51,7 +51,7 @@ def measure(cfg, model, tok, repeat: int = 5) -> dict:
         with tempfile.TemporaryDirectory() as d:
             sess = onnx.session(onnx.export(model, Path(d) / "gpt.onnx"), threads=cfg.threads or 0)
             r["onnx_max_abs_diff"] = float((onnx.ort_logits(sess, x) - model(x).logits).abs().max())
-            r["onnx_latency_ratio"] = bench.median_seconds(lambda: onnx.ort_logits(sess, x), repeat) / t32
+            r["onnx_latency_ratio"] = bench.min_seconds(lambda: onnx.ort_logits(sess, x), repeat) / t32
     r["fp32_perplexity"] = p32
     return r
 

@@ -137,3 +137,27 @@ def test_percentiles_and_state_dict_bytes(model):
 def test_left_pad_is_reused_not_copied():
     idx, mask = left_pad([[5, 6], [7]], pad_id=1)
     assert idx.tolist() == [[5, 6], [1, 7]] and mask.tolist() == [[1, 1], [0, 1]]
+
+
+def test_held_out_share_must_stay_inside_the_validation_split():
+    with pytest.raises(ValueError, match="held-out"):
+        bench.held_out_tokens(None, None, share=0.2)
+
+
+def test_compare_seconds_times_every_variant():
+    calls = []
+    out = bench.compare_seconds({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")},
+                                repeat=3, warmup=1)
+    assert set(out) == {"a", "b"} and all(v >= 0 for v in out.values())
+    assert calls == ["a", "b"] * 4          # interleaved: warm-up round + 3 timed rounds
+
+
+def test_matmul_flops_with_and_without_cache(model):
+    idx = torch.randint(0, 64, (1, 16))
+    with torch.no_grad():
+        past = model(idx[:, :-1]).past_key_values
+        full = bench.matmul_flops(lambda: model(idx))
+        step = bench.matmul_flops(lambda: model(idx[:, -1:], past_key_values=past))
+        pruned = bench.matmul_flops(lambda: prune.global_magnitude_prune(model, 0.9)(idx))
+    assert full == 16 * step > 0
+    assert pruned == full                   # zeros are still multiplied

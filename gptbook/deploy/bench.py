@@ -2,7 +2,6 @@
 and an HTTP load test. Nothing here generates text on its own: generation is gptbook.generate."""
 import contextlib
 import io
-import statistics
 import time
 from typing import Callable, Optional, Sequence
 
@@ -15,8 +14,9 @@ from ..generate import generate, left_pad
 
 # ---------------------------------------------------------------- timing and size
 
-def median_seconds(fn: Callable, repeat: int = 5, warmup: int = 1) -> float:
-    """Median wall time of fn() over `repeat` calls, after `warmup` untimed calls."""
+def min_seconds(fn: Callable, repeat: int = 5, warmup: int = 1) -> float:
+    """Fastest wall time of fn() over `repeat` calls, after `warmup` untimed calls.
+    The minimum is the run least disturbed by other processes (timeit's advice)."""
     for _ in range(warmup):
         fn()
     times = []
@@ -24,7 +24,32 @@ def median_seconds(fn: Callable, repeat: int = 5, warmup: int = 1) -> float:
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return min(times)
+
+
+def compare_seconds(fns: dict, repeat: int = 5, warmup: int = 1) -> dict:
+    """{name: fastest seconds} for several callables timed in turn (A, B, C, A, B, C, ...), so a
+    change in the machine's load hits every variant alike instead of the one measured last."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    best = {k: float("inf") for k in fns}
+    for _ in range(repeat):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            best[k] = min(best[k], time.perf_counter() - t0)
+    return best
+
+
+def matmul_flops(fn: Callable) -> int:
+    """Floating-point operations of the matrix products fn() runs (torch.utils.flop_counter).
+    A count, not a timing: the same on every machine. (CPU attention kernels are not counted.)"""
+    from torch.utils.flop_counter import FlopCounterMode
+    counter = FlopCounterMode(display=False)
+    with counter:
+        fn()
+    return counter.get_total_flops()
 
 
 def state_dict_bytes(model: nn.Module) -> int:
@@ -49,10 +74,15 @@ def autocast(device: torch.device, dtype: str):
     return torch.autocast(device_type=torch.device(device).type, dtype=getattr(torch, dtype))
 
 
-def held_out_tokens(cfg, tok) -> torch.Tensor:
-    """The validation tokens the book's model never trained on (last 10% of each corpus)."""
-    from ..train import corpus_tokens
-    return corpus_tokens(cfg, tok)[1]
+def held_out_tokens(cfg, tok, share: float = 0.05) -> torch.Tensor:
+    """Tokens of the last `share` of the English corpus text. Pre-training held out the last 10%
+    of the tokens (train.corpus_tokens), so this tail was never trained on; tokenising only the
+    tail is much faster than tokenising the whole corpus."""
+    from ..data import load_shakespeare
+    if not 0 < share < 0.1:
+        raise ValueError(f"share must be in (0, 0.1) to stay inside the held-out 10%, got {share}")
+    text = load_shakespeare(cfg.corpus_chars)
+    return torch.tensor(tok.encode(text[int(len(text) * (1 - share)):]).ids, dtype=torch.long)
 
 
 @torch.no_grad()
@@ -78,7 +108,7 @@ def perplexity(model: nn.Module, tokens: torch.Tensor, block_size: int, n_window
 # ---------------------------------------------------------------- KV cache and batching
 
 @torch.no_grad()
-def step_latency(model: nn.Module, lengths: Sequence[int], use_cache: bool, repeat: int = 5,
+def step_latency(model: nn.Module, lengths: Sequence[int], use_cache: bool, repeat: int = 10,
                  vocab_ids: Optional[torch.Tensor] = None) -> list:
     """Seconds to produce ONE next-token distribution when the context already holds L tokens.
     With the cache: one token in, past keys/values of L-1 tokens reused. Without: all L tokens."""
@@ -90,17 +120,17 @@ def step_latency(model: nn.Module, lengths: Sequence[int], use_cache: bool, repe
             else vocab_ids[:L][None]
         if use_cache:
             past = model(idx[:, :-1]).past_key_values if L > 1 else None
-            out.append(median_seconds(lambda: model(idx[:, -1:], past_key_values=past), repeat))
+            out.append(min_seconds(lambda: model(idx[:, -1:], past_key_values=past), repeat))
         else:
-            out.append(median_seconds(lambda: model(idx), repeat))
+            out.append(min_seconds(lambda: model(idx), repeat))
     return out
 
 
 def generation_seconds(model: nn.Module, idx: torch.Tensor, new_tokens: int, use_cache: bool,
                        repeat: int = 3, **kw) -> float:
-    """Median seconds of gptbook.generate.generate (greedy unless kw say otherwise)."""
+    """Fastest seconds of gptbook.generate.generate (greedy unless kw say otherwise)."""
     kw.setdefault("temperature", 0.0)
-    return median_seconds(lambda: generate(model, idx, new_tokens, use_cache=use_cache, **kw),
+    return min_seconds(lambda: generate(model, idx, new_tokens, use_cache=use_cache, **kw),
                           repeat, warmup=1)
 
 
@@ -122,7 +152,7 @@ def batch_throughput(model: nn.Module, prompts, new_tokens: int, batch_sizes: Se
     """Generated tokens per second for each batch size over the same prompts."""
     rows = []
     for bs in batch_sizes:
-        s = median_seconds(lambda: batched_generate(model, prompts, new_tokens, bs, pad_id), repeat)
+        s = min_seconds(lambda: batched_generate(model, prompts, new_tokens, bs, pad_id), repeat)
         rows.append(len(prompts) * new_tokens / s)
     return rows
 
