@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .. import generate, model
+from .. import generate, model, monitor
 from .core import FunctionProblem
 
 
@@ -33,24 +33,23 @@ class CosineTopK(FunctionProblem):
                 (torch.randn(4, generator=g), docs, 10)]
 
 
-def _ref_rolling_alert(scores, window, threshold):
-    alerts = []
-    for i in range(len(scores)):
-        recent = scores[max(0, i - window + 1): i + 1]
-        alerts.append(len(recent) == window and sum(recent) / window < threshold)
-    return alerts
+def _ref_rolling_alert(flags, window, threshold):
+    share = monitor.rolling_share(flags, window)                   # (N,) share of negatives so far
+    return monitor.alert_onsets(share, threshold, window)
 
 
 class RollingAlert(FunctionProblem):
-    """rolling_alert(scores, window, threshold) -> [bool]: alert when the last `window` scores average below threshold."""
+    """rolling_alert(flags, window, threshold) -> [int]: where the rolling negative share first reaches threshold."""
     name = "rolling_alert"
     reference = staticmethod(_ref_rolling_alert)
-    hints = ["alerts[i] looks at scores[i - window + 1 : i + 1]; before that window is full, no alert.",
-             "Return plain Python bools, one per score: len(alerts) == len(scores)."]
+    uses = (monitor.rolling_share, monitor.alert_onsets)
+    hints = ["share[i] = mean of flags[i - window + 1 : i + 1] (True counts 1); no alert while i < window - 1.",
+             "An alert STARTS at i when share[i] >= threshold and the condition did not already hold at "
+             "i - 1: report onsets only, not every index above the threshold."]
 
     def cases(self):
-        return [([0.9, 0.8, 0.1, 0.2, 0.1, 0.9], 3, 0.4), ([0.5], 2, 1.0), ([0.1, 0.1, 0.1], 1, 0.2),
-                ([], 3, 0.5)]
+        return [([0, 0, 1, 1, 1, 0, 0, 0, 1, 1, 1, 1], 3, 0.6), ([True] * 5, 2, 0.5),
+                ([1, 0, 1, 0, 1, 0], 2, 0.5), ([0, 1, 1, 0, 0, 1, 1, 1], 4, 0.75), ([1], 1, 1.0)]
 
 
 def _ref_few_shot_prompt(examples, query, instruction):
@@ -136,7 +135,7 @@ def problems():
 
 WRONG = {
     "cosine_top_k": lambda query, docs, k: torch.topk(docs @ query, min(k, docs.size(0))).indices,
-    "rolling_alert": lambda scores, window, threshold: [s < threshold for s in scores],
+    "rolling_alert": lambda flags, window, threshold: [i for i, f in enumerate(flags) if f],
     "few_shot_prompt": lambda examples, query, instruction: instruction + " " + query,
     "nucleus_mask": lambda logits, top_p: F.softmax(logits, -1).cumsum(-1) <= top_p,
     "greedy_decode": lambda gpt, idx, n: torch.cat([idx, idx[:, -1:].repeat(1, n)], 1),

@@ -97,7 +97,8 @@ def describe(x: Any) -> str:
         return f"{type(x).__name__} module"
     if callable(x) and not isinstance(x, type):
         return f"<function {getattr(x, '__name__', type(x).__name__)}>"
-    if isinstance(x, (list, tuple)) and len(x) > 8:
+    short = all(isinstance(v, (bool, int, float)) for v in x) if isinstance(x, (list, tuple)) else False
+    if isinstance(x, (list, tuple)) and len(x) > (24 if short else 8):
         return f"{type(x).__name__} of length {len(x)}"
     if isinstance(x, (list, tuple)):
         inner = ", ".join(describe(v) for v in x)
