@@ -137,6 +137,10 @@ def test_references_agree_with_gptbook_model():
             torch.testing.assert_close(a, b)
     ln = nn.LayerNorm(8)
     torch.testing.assert_close(ch01._ref_layer_norm(x, ln.weight, ln.bias), ln(x))
+    blk = model.Block(cfg).eval()
+    with torch.no_grad():
+        mine = ch01._ref_block_forward(x, blk.ln_1, lambda h: blk.attn(h)[0], blk.ln_2, blk.mlp)
+        torch.testing.assert_close(mine, blk(x)[0])
     gpt = model.GPT(cfg.replace(n_layer=2)).eval()
     assert ch01._ref_count_params(16, 8, 2, 2, 8) == gpt.num_params()
 
