@@ -26,7 +26,6 @@ def measure(cfg, model, tok, repeat: int = 5) -> dict:
     T = cfg.block_size
     val = bench.held_out_tokens(cfg, tok)
     x = val[:8 * T].view(8, T)                       # one batch of held-out windows
-    fwd = lambda m: bench.min_seconds(lambda: m(x), repeat)   # noqa: E731
     ppl = lambda m, **kw: bench.perplexity(m, val, T, **kw)     # noqa: E731
     r = {}
     with torch.no_grad():
@@ -37,21 +36,26 @@ def measure(cfg, model, tok, repeat: int = 5) -> dict:
         prompts = [val[i * 37:i * 37 + 4 + i % 9].tolist() for i in range(16)]
         tps = bench.batch_throughput(model, prompts, 16, [1, 16], pad_id=tok.token_to_id("<|pad|>"))
         r["batch16_throughput_ratio"] = tps[1] / tps[0]
-        t32, p32 = fwd(model), ppl(model)
-        with bench.autocast("cpu", "bfloat16"):
-            r["bf16_latency_ratio"] = bench.min_seconds(lambda: model(x), repeat) / t32
-        r["bf16_ppl_change"] = ppl(model, dtype="bfloat16") / p32 - 1
         q = quantize.quantize_dynamic_int8(model)
-        r["int8_size_ratio"] = bench.state_dict_bytes(q) / bench.state_dict_bytes(model)
-        r["int8_latency_ratio"] = fwd(q) / t32
-        r["int8_ppl_change"] = ppl(q) / p32 - 1
         p50 = prune.global_magnitude_prune(model, 0.5)
-        r["prune50_latency_ratio"] = fwd(p50) / t32
+        p32 = ppl(model)
+        r["bf16_ppl_change"] = ppl(model, dtype="bfloat16") / p32 - 1
+        r["int8_size_ratio"] = bench.state_dict_bytes(q) / bench.state_dict_bytes(model)
+        r["int8_ppl_change"] = ppl(q) / p32 - 1
         r["prune50_ppl_change"] = ppl(p50) / p32 - 1
         with tempfile.TemporaryDirectory() as d:
             sess = onnx.session(onnx.export(model, Path(d) / "gpt.onnx"), threads=cfg.threads or 0)
             r["onnx_max_abs_diff"] = float((onnx.ort_logits(sess, x) - model(x).logits).abs().max())
-            r["onnx_latency_ratio"] = bench.min_seconds(lambda: onnx.ort_logits(sess, x), repeat) / t32
+
+            def bf16():
+                with bench.autocast("cpu", "bfloat16"):
+                    model(x)
+            # all forward latencies timed in turn, so the machine's load hits each alike
+            t = bench.compare_seconds({"fp32": lambda: model(x), "bf16": bf16, "int8": lambda: q(x),
+                                       "prune50": lambda: p50(x),
+                                       "onnx": lambda: onnx.ort_logits(sess, x)}, repeat)
+        for k in ("bf16", "int8", "prune50", "onnx"):
+            r[f"{k}_latency_ratio"] = t[k] / t["fp32"]
     r["fp32_perplexity"] = p32
     return r
 
