@@ -97,7 +97,9 @@ def _metrics(registry):
 
 
 def create_app(model, tokenizer, settings: Optional[ServeSettings] = None) -> FastAPI:
-    """A FastAPI app serving `model` (a gptbook GPT) with `tokenizer` (tokenizers.Tokenizer)."""
+    """A FastAPI app serving `model` (a gptbook GPT) with `tokenizer` (tokenizers.Tokenizer).
+    Registers a forward pre-hook on `model` that enforces request deadlines; it does nothing
+    outside the app's worker threads, so the model can still be used directly."""
     from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
     s = settings or ServeSettings()
     s.check(model.config.block_size)
