@@ -70,16 +70,29 @@ def arithmetic_corpus(n_lines: int, seed: int, max_operand: int = 99) -> str:
 def pretrain_arithmetic(cfg: Profile, steps: int, progress: bool = False):
     """A tiny character-level GPT trained on arithmetic_corpus with gptbook.train. -> (model, History)"""
     from .train import batch_fn, train
-    ids = torch.tensor(encode(arithmetic_corpus(20_000, cfg.seed)))
+    ids = torch.tensor(encode(arithmetic_corpus(5_000, cfg.seed)))
     cut = int(0.95 * len(ids))
     torch.manual_seed(cfg.seed)
     model = GPT(cfg.model_config(vocab_size=len(VOCAB), block_size=128, n_layer=2, n_head=4,
-                                 n_embd=128, dropout=0.0))
+                                 n_embd=64, dropout=0.0))
     g = torch.Generator().manual_seed(cfg.seed)
-    hist = train(model, batch_fn(ids[:cut], 128, 32, g), cfg, max_steps=steps, learning_rate=3e-3,
-                 get_val_batch=batch_fn(ids[cut:], 128, 32, torch.Generator().manual_seed(1)),
+    hist = train(model, batch_fn(ids[:cut], 128, 16, g), cfg, max_steps=steps, learning_rate=3e-3,
+                 get_val_batch=batch_fn(ids[cut:], 128, 16, torch.Generator().manual_seed(1)),
                  progress=progress)
     return model.cpu().eval(), hist
+
+
+def arithmetic_gpt(cfg: Profile, progress: bool = False):
+    """pretrain_arithmetic(cfg, cfg.arith_steps), cached next to the book's GPT. -> (model, History)"""
+    from . import data
+    from .train import History, load_checkpoint, save_checkpoint
+    path = data.cache_dir() / "models" / f"arith-{cfg.arith_steps}-{cfg.seed}-{cfg.dtype}.pt"
+    if path.exists():
+        model, extra = load_checkpoint(path)
+        return model, History(**extra["history"])
+    model, hist = pretrain_arithmetic(cfg, cfg.arith_steps, progress=progress)
+    save_checkpoint(model, path, {"history": hist.to_dict()})
+    return model, hist
 
 
 def few_shot_prompt(question: tuple, shots: Sequence[tuple], steps: bool) -> str:

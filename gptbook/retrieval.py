@@ -211,7 +211,7 @@ class Assistant:
                      e.question, False)
 
     def generate(self, prompt: str) -> str:
-        """Continue the prompt with the book's GPT up to the end of the line (greedy)."""
+        """Continue the prompt with the book's GPT (greedy); the first non-empty line is the answer."""
         from .generate import generate
         ids = self.tok.encode(prompt).ids
         keep = self.model.config.block_size - self.max_new_tokens
@@ -219,7 +219,8 @@ class Assistant:
         out = generate(self.model, idx, self.max_new_tokens, temperature=0.0,
                        generator=torch.Generator().manual_seed(self.seed))
         text = self.tok.decode(out[0, idx.size(1):].tolist())
-        return text.split("\n")[0].strip()
+        lines = [line.strip() for line in text.split("\n") if line.strip()]
+        return lines[0] if lines else ""             # the first non-empty line is the answer
 
 
 def token_f1(pred: str, ref: str) -> float:

@@ -223,6 +223,17 @@ def test_corpus_excludes_held_out_pairs():
     assert apps.few_shot_prompt((3, 4), [(1, 2)], steps=False) == "1+2=3;3+4="
 
 
+def test_arithmetic_gpt_is_cached(tmp_path, monkeypatch):
+    from gptbook import config
+    monkeypatch.setenv("GPTBOOK_CACHE", str(tmp_path))
+    cfg = config.get_profile("quick", arith_steps=2, eval_interval=1, eval_iters=1)
+    m1, h1 = apps.arithmetic_gpt(cfg)
+    m2, h2 = apps.arithmetic_gpt(cfg)                   # second call loads the checkpoint
+    assert len(h1.steps) == 2 and h2.train_loss == h1.train_loss
+    for a, b in zip(m1.state_dict().values(), m2.state_dict().values()):
+        assert torch.equal(a, b)
+
+
 def test_few_shot_accuracy_runs_on_a_tiny_model(tiny_config):
     model = GPT(tiny_config.replace(vocab_size=len(apps.VOCAB), block_size=64)).eval()
     acc = apps.few_shot_accuracy(model, n_shots=1, steps=False, n_questions=5, seed=0, max_new_tokens=8)
