@@ -100,12 +100,26 @@ def dpo_loss(pi_w: torch.Tensor, pi_l: torch.Tensor, ref_w: torch.Tensor, ref_l:
     return -F.logsigmoid(rw - rl).mean(), rw.detach(), rl.detach()
 
 
-def preference_pairs(pairs: Sequence, seed: int = 0):
-    """[(prompt, chosen, rejected)]: chosen = the real answer, rejected = an answer to another
-    prompt from a different topic (a clearly worse reply; real preference data is human-ranked)."""
+def preference_pairs(pairs: Sequence, seed: int = 0, rejected: str = "mismatched"):
+    """[(prompt, chosen, rejected)]: chosen = the real answer; rejected = "mismatched": the answer to
+    a prompt of another topic, or "shuffled": the real answer's words in random order. (Real
+    preference data has people rank two plausible answers, a much harder contrast.)"""
+    if rejected not in ("mismatched", "shuffled"):
+        raise ValueError(f"rejected must be 'mismatched' or 'shuffled', got {rejected!r}")
     rng = random.Random(seed)
     out = []
     for prompt, answer, topic in pairs:
+        if rejected == "shuffled":
+            words = answer.split()
+            bad = words[:]
+            for _ in range(10):
+                rng.shuffle(bad)
+                if bad != words:
+                    break
+            if bad == words:  # one word, or all words equal: reverse the characters instead
+                bad = [answer[::-1]]
+            out.append((prompt, answer, " ".join(bad)))
+            continue
         while True:
             other = pairs[rng.randrange(len(pairs))]
             if other[2] != topic and other[1] != answer:

@@ -132,6 +132,11 @@ def test_split_and_preference_pairs():
     prefs = align.preference_pairs(pairs, seed=0)
     topic = {a: t for _, a, t in pairs}
     assert all(w != l and topic[w] != topic[l] for _, w, l in prefs)
+    shuf = align.preference_pairs([("q", "one two three", "t"), ("p", "yes", "t")], rejected="shuffled")
+    assert sorted(shuf[0][2].split()) == ["one", "three", "two"] and shuf[0][2] != "one two three"
+    assert shuf[1][2] == "sey"
+    with pytest.raises(ValueError):
+        align.preference_pairs(pairs, rejected="random")
 
 
 def test_batch_fn_rejects_empty():
