@@ -2,6 +2,8 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
+# the venv's tools (jupyter, nbgrader's alembic, ...) must be found by subprocesses too
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 PROFILE ?= quick
 export HF_HUB_OFFLINE ?= 1
 # OpenMP threads sleep instead of spinning while they wait: on a shared or loaded machine spinning
