@@ -6,9 +6,6 @@ PY     := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 PROFILE ?= quick
 export HF_HUB_OFFLINE ?= 1
-# OpenMP threads sleep instead of spinning while they wait: on a shared or loaded machine spinning
-# made 2-thread torch up to 100x slower (measured in chapter 05); results are unchanged.
-export OMP_WAIT_POLICY ?= PASSIVE
 export GPTBOOK_CACHE ?= $(CURDIR)/build/cache
 # stored notebook outputs are made and checked without progress bars (gptbook.config.progress_enabled)
 NBENV := GPTBOOK_NO_PROGRESS=1
