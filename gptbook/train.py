@@ -186,8 +186,9 @@ def hf_train(hf_model, train_ids: torch.Tensor, cfg: Profile, steps: int,
 
 # ---------------------------------------------------------------- the book's pre-trained model
 
-def _corpus_tokens(cfg: Profile, tok):
-    """Shakespeare + a share of Chinese text, tokenized; the last 10% of each is validation."""
+def corpus_tokens(cfg: Profile, tok):
+    """(train_ids, val_ids): Shakespeare + a share of Chinese text, tokenized; the last 10% of each
+    language is validation."""
     from . import data
     eos = tok.token_to_id("<|endoftext|>")
     en = data.load_shakespeare(cfg.corpus_chars)
@@ -199,11 +200,6 @@ def _corpus_tokens(cfg: Profile, tok):
         train_ids += ids[:cut]
         val_ids += ids[cut:]
     return torch.tensor(train_ids, dtype=torch.long), torch.tensor(val_ids, dtype=torch.long)
-
-
-def corpus_tokens(cfg: Profile, tok):
-    """(train_ids, val_ids) of the pre-training corpus: the last 10% of each language is validation."""
-    return _corpus_tokens(cfg, tok)
 
 
 def shakespeare_val(cfg: Profile, tok):
@@ -218,7 +214,7 @@ def pretrain(cfg: Profile, progress: bool = True):
     """Train the book's GPT from scratch on the book's corpus. Returns (model, tokenizer, History)."""
     from .tokenizer import book_tokenizer
     tok = book_tokenizer(cfg.vocab_size, cfg.corpus_chars)
-    train_ids, val_ids = _corpus_tokens(cfg, tok)
+    train_ids, val_ids = corpus_tokens(cfg, tok)
     g = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     model = GPT(cfg.model_config())
