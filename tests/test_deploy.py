@@ -108,6 +108,9 @@ def test_onnx_equals_pytorch(model, tmp_path):
         idx = torch.randint(0, 64, shape)
         torch.testing.assert_close(onnx.ort_logits(sess, idx), model(idx).logits.detach(),
                                    atol=1e-4, rtol=1e-4)
+    # every fp32 parameter is in the file once (tied wte/lm_head not duplicated), plus a few constants
+    params = 4 * sum(p.numel() for p in model.parameters())
+    assert params <= onnx.weight_bytes(path) < params * 1.1
     with pytest.raises(ValueError):      # the model's input checks are back after export
         model(torch.full((1, 2), 99))
 

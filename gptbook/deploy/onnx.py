@@ -72,3 +72,14 @@ def ort_logits(sess, idx: torch.Tensor) -> torch.Tensor:
     if idx.dim() != 2:
         raise ValueError(f"idx must have shape (B, T), got {tuple(idx.shape)}")
     return torch.from_numpy(sess.run(["logits"], {"idx": idx.cpu().long().numpy()})[0])
+
+
+def weight_bytes(path) -> int:
+    """Bytes of the weights (initializers) an ONNX file holds, wherever they are stored.
+
+    The graph part of the file also carries exporter metadata (source stack traces with file
+    paths), so the file's own size changes with where the code lives; the weights do not."""
+    import onnx as onnx_pkg
+    from onnx import numpy_helper
+    graph = onnx_pkg.load(str(path), load_external_data=True).graph
+    return sum(numpy_helper.to_array(t).nbytes for t in graph.initializer)
