@@ -84,12 +84,12 @@ def test_check_never_raises_and_grade_raises_under_grader(ch, q, capsys, monkeyp
 
 
 def test_messages_name_the_input_and_types():
-    q = MODULES["01"].CausalMask()
+    q = MODULES["01"].causal_mask_cases()
     out = q.evaluate(lambda T: torch.ones(T, T).tril())    # float instead of bool
     assert out.status == INCORRECT and "causal_mask(1)" in out.message and "dtype torch.bool" in out.message
     out = q.evaluate(lambda T: [[1]])
     assert "expected a tensor" in out.message and "list" in out.message
-    out = MODULES["03"].MacroF1().evaluate(lambda *a: "0.5")
+    out = MODULES["03"].macro_f1_cases().evaluate(lambda *a: "0.5")
     assert "expected a number" in out.message
 
 
@@ -100,12 +100,12 @@ def test_call_time_limit_stops_an_infinite_loop(monkeypatch):
         while True:
             pass
 
-    out = MODULES["01"].CausalMask().evaluate(forever)
+    out = MODULES["01"].causal_mask_cases().evaluate(forever)
     assert out.status == INCORRECT and "did not finish within 0.5 s" in out.message
 
 
 def test_hint_and_solution_show_reference_and_gptbook_source(capsys):
-    q = MODULES["04"].NucleusMask()
+    q = MODULES["04"].nucleus_mask_cases()
     q.hint(1)
     q.hint(99)                                             # clamps to the last hint
     src = q.solution_source()
@@ -124,8 +124,8 @@ def test_references_agree_with_gptbook_model():
     x = torch.randn(2, 5, 8)
     q, k, v = attn.c_attn(x).split(8, dim=2)
     ch01 = MODULES["01"]
-    heads = [ch01._ref_split_heads(t, 2) for t in (q, k, v)]
-    y = ch01._ref_attention(*heads, ch01._ref_causal_mask(5))
+    heads = [mathx.split_heads(t, 2) for t in (q, k, v)]   # the split_heads reference
+    y = ch01._ref_attention(*heads, mathx.causal_mask(5))
     with torch.no_grad():
         want, (k_model, v_model) = attn(x)
         torch.testing.assert_close(attn.c_proj(mathx.merge_heads(y)), want)
@@ -196,7 +196,7 @@ def test_validate_request_agrees_with_the_service():
     serve = pytest.importorskip("gptbook.deploy.serve")
     from pydantic import ValidationError
     Req = serve.request_model(serve.ServeSettings(), vocab_size=64)
-    for (req,) in MODULES["05"].ValidateRequest().cases():
+    for (req,) in MODULES["05"].validate_request_cases().cases():
         if not isinstance(req, dict):
             continue
         bad = MODULES["05"]._ref_validate_request(req)
@@ -394,3 +394,13 @@ def test_release_removes_hidden_tests():
                                  "solution": False, "schema_version": 3, "task": False}
     nb.cells.append(cell)
     assert cli.strip_solutions(nb).cells[0].source.strip() == "q1.grade(f)"
+
+
+def test_every_problem_has_its_text_and_missing_texts_are_refused():
+    from gptbook.exercises import core
+    names = {q.name for _, q in PROBLEMS}
+    assert names == set(core._texts())                    # no problem without text, no stale text
+    for k, q in PROBLEMS:
+        assert core.problem_text(q.name)["chapter"] == k and q.hints and (q.__doc__ or "").strip()
+    with pytest.raises(KeyError, match="problems.toml"):
+        core.function_problem("no_such_problem", reference=len)(lambda: [])

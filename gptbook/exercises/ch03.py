@@ -8,11 +8,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .. import finetune, train
-from .core import FunctionProblem, Incorrect, Problem, compare
-
-
-def _gen(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
+from .core import Incorrect, Problem, compare, function_problem, gen, problem_text, problems_of
 
 
 class _RefLoRALinear(nn.Module):
@@ -34,12 +30,7 @@ class LoRALinear(Problem):
     """class LoRALinear(nn.Module): LoRALinear(base, r, alpha); frozen base + (alpha/r) * B @ A."""
     name = "LoRALinear"
     reference = _RefLoRALinear
-    hints = ["In __init__: freeze base (p.requires_grad_(False) for its parameters), then "
-             "self.A = nn.Parameter(torch.randn(r, in_features) * 0.01) and "
-             "self.B = nn.Parameter(torch.zeros(out_features, r)).",
-             "B = 0 makes the adapted layer equal to the base at the start of fine-tuning; A must NOT "
-             "be zero too, or no gradient ever reaches B's partner.",
-             "forward: self.base(x) + (x @ self.A.T @ self.B.T) * (alpha / r)."]
+    hints = problem_text("LoRALinear")["hints"]
 
     def verify(self, cls):
         for (d_in, d_out, r, alpha) in [(6, 4, 2, 4.0), (8, 8, 1, 1.0)]:
@@ -66,14 +57,14 @@ class LoRALinear(Problem):
                 raise Incorrect(f"{call}: A and B must be trainable")
             if torch.count_nonzero(layer.B) or not torch.count_nonzero(layer.A):
                 raise Incorrect(f"{call}: initialise B to zeros and A to small random values")
-            x = torch.randn(3, d_in, generator=_gen(31))
+            x = torch.randn(3, d_in, generator=gen(31))
             with torch.no_grad():
                 try:
                     compare(base(x), self._call(layer, x))
                 except Incorrect as e:
                     raise Incorrect(f"{call}: at initialisation the output must equal base(x): {e}") from None
-                layer.A.copy_(torch.randn(r, d_in, generator=_gen(32)))
-                layer.B.copy_(torch.randn(d_out, r, generator=_gen(33)))
+                layer.A.copy_(torch.randn(r, d_in, generator=gen(32)))
+                layer.B.copy_(torch.randn(d_out, r, generator=gen(33)))
                 want = base(x) + x @ layer.A.T @ layer.B.T * (alpha / r)
                 try:
                     compare(want, self._call(layer, x))
@@ -97,58 +88,25 @@ def _ref_instruction_loss(logits, idx, prompt_lens):
     return F.cross_entropy(logits[:, :-1].reshape(-1, V), targets.reshape(-1), ignore_index=-100)
 
 
-class InstructionLoss(FunctionProblem):
-    """masked_instruction_loss(logits (B,T,V), idx (B,T), prompt_lens (B,)) -> mean CE on responses."""
-    name = "masked_instruction_loss"
-    reference = staticmethod(_ref_instruction_loss)
-    hints = ["logits[:, t] predicts idx[:, t+1]. Token idx[b, j] belongs to the prompt when "
-             "j < prompt_lens[b]; only predictions of response tokens (j >= prompt_lens[b]) count.",
-             "Build targets = idx[:, 1:].clone(), set the prompt positions to -100, and call "
-             "F.cross_entropy(logits[:, :-1].reshape(-1, V), targets.reshape(-1), ignore_index=-100)."]
-
-    def cases(self):
-        g = _gen(34)
-        return [(torch.randn(2, 6, 9, generator=g), torch.randint(9, (2, 6), generator=g),
-                 torch.tensor([2, 4])),
-                (torch.randn(1, 4, 5, generator=g), torch.randint(5, (1, 4), generator=g),
-                 torch.tensor([1])),
-                (torch.randn(3, 5, 7, generator=g), torch.randint(7, (3, 5), generator=g),
-                 torch.tensor([3, 1, 4]))]
+@function_problem("masked_instruction_loss", reference=_ref_instruction_loss)
+def instruction_loss_cases():
+    g = gen(34)
+    out = []
+    for (B, T, V), prompt_lens in (((2, 6, 9), [2, 4]), ((1, 4, 5), [1]), ((3, 5, 7), [3, 1, 4])):
+        out.append((torch.randn(B, T, V, generator=g), torch.randint(V, (B, T), generator=g),
+                    torch.tensor(prompt_lens)))
+    return out
 
 
-def _ref_lr_at(step, max_lr, min_lr, warmup, total):
-    return train.lr_at(step, max_lr, min_lr, warmup, total)
+@function_problem("lr_at", reference=train.lr_at)
+def lr_at_cases():
+    return [(s, 1e-3, 1e-4, 10, 100) for s in (0, 4, 9, 10, 55, 99, 100, 150)] + [(3, 0.5, 0.0, 2, 6)]
 
 
-class WarmupCosine(FunctionProblem):
-    """lr_at(step, max_lr, min_lr, warmup, total): linear warm-up, then cosine decay to min_lr."""
-    name = "lr_at"
-    reference = staticmethod(_ref_lr_at)
-    uses = (train.lr_at,)
-    hints = ["Warm-up: for step < warmup return max_lr * (step + 1) / warmup.",
-             "After total steps: min_lr. In between: ratio = (step - warmup) / (total - warmup), "
-             "coeff = 0.5 * (1 + cos(pi * ratio)), lr = min_lr + coeff * (max_lr - min_lr)."]
-
-    def cases(self):
-        return [(s, 1e-3, 1e-4, 10, 100) for s in (0, 4, 9, 10, 55, 99, 100, 150)] + [(3, 0.5, 0.0, 2, 6)]
-
-
-def _ref_last_token_index(mask):
-    return finetune.last_token_index(mask)
-
-
-class LastTokenIndex(FunctionProblem):
-    """last_token_index(mask (B, T) of 1 = token, 0 = padding) -> (B,) long: last real position."""
-    name = "last_token_index"
-    reference = staticmethod(_ref_last_token_index)
-    uses = (finetune.last_token_index,)
-    hints = ["A GPT classifier reads the hidden state of the LAST real token (it has seen the whole "
-             "text); with right padding that is not position T-1.",
-             "Padding can be on either side: multiply the mask by torch.arange(T) and take argmax."]
-
-    def cases(self):
-        return [(torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]),),
-                (torch.tensor([[0, 0, 1, 1], [0, 1, 1, 1]]),), (torch.tensor([[1]]),)]
+@function_problem("last_token_index", reference=finetune.last_token_index)
+def last_token_index_cases():
+    return [(torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]),),
+            (torch.tensor([[0, 0, 1, 1], [0, 1, 1, 1]]),), (torch.tensor([[1]]),)]
 
 
 def _ref_bio_spans(tags):
@@ -156,45 +114,29 @@ def _ref_bio_spans(tags):
     return get_entities(list(tags))
 
 
-class BioSpans(FunctionProblem):
-    """bio_spans(tags) -> [(type, start, end)], end inclusive, as seqeval's get_entities."""
-    name = "bio_spans"
-    reference = staticmethod(_ref_bio_spans)
-    hints = ["Walk the tags; B-X starts an entity of type X; I-X continues it when the previous tag "
-             "was B-X or I-X; O ends it.",
-             "An I-X that does not continue an X entity (after O, or after another type) starts a new "
-             "one (conlleval's rule); two B-X in a row are two entities."]
-
-    def cases(self):
-        return [(["B-PER", "I-PER", "O", "B-LOC"],), (["O", "O"],),
-                (["B-ORG", "B-ORG", "I-ORG", "O", "I-MISC", "I-MISC", "B-PER", "I-LOC"],)]
+@function_problem("bio_spans", reference=_ref_bio_spans)
+def bio_spans_cases():
+    return [(["B-PER", "I-PER", "O", "B-LOC"],), (["O", "O"],),
+            (["B-ORG", "B-ORG", "I-ORG", "O", "I-MISC", "I-MISC", "B-PER", "I-LOC"],)]
 
 
 def _ref_macro_f1(y_true, y_pred, num_labels):
     from sklearn.metrics import f1_score
-    return float(f1_score(y_true, y_pred, labels=list(range(num_labels)), average="macro",
-                          zero_division=0))
+    return float(f1_score(y_true, y_pred, labels=list(range(num_labels)), average="macro", zero_division=0))
 
 
-class MacroF1(FunctionProblem):
-    """macro_f1(y_true, y_pred, num_labels) -> float: mean over labels of per-label F1."""
-    name = "macro_f1"
-    reference = staticmethod(_ref_macro_f1)
-    hints = ["For each label c: tp, fp, fn; precision tp/(tp+fp), recall tp/(tp+fn), "
-             "F1 = 2PR/(P+R), with 0 when a denominator is 0.",
-             "Average the num_labels F1 values with equal weight (macro), also labels that never occur."]
-
-    def cases(self):
-        return [([0, 1, 2, 2, 1], [0, 2, 2, 2, 1], 3), ([0, 0, 1, 1], [0, 0, 0, 0], 2),
-                ([2, 2, 0], [2, 2, 0], 3)]
+@function_problem("macro_f1", reference=_ref_macro_f1)
+def macro_f1_cases():
+    return [([0, 1, 2, 2, 1], [0, 2, 2, 2, 1], 3), ([0, 0, 1, 1], [0, 0, 0, 0], 2), ([2, 2, 0], [2, 2, 0], 3)]
 
 
-PROBLEMS = [LoRALinear, InstructionLoss, WarmupCosine, LastTokenIndex, BioSpans, MacroF1]
+PROBLEMS = [LoRALinear, instruction_loss_cases, lr_at_cases, last_token_index_cases, bio_spans_cases,
+            macro_f1_cases]
 
 
 def problems():
     """q1, q2, ... for the exercise notebook."""
-    return [cls() for cls in PROBLEMS]
+    return problems_of(PROBLEMS)
 
 
 class _WrongLoRA(_RefLoRALinear):

@@ -5,11 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import generate, model, monitor
-from .core import FunctionProblem
-
-
-def _gen(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
+from .core import function_problem, gen, problems_of
 
 
 def _ref_cosine_top_k(query, docs, k):
@@ -17,20 +13,13 @@ def _ref_cosine_top_k(query, docs, k):
     return torch.topk(scores, min(k, docs.size(0))).indices           # (k,) best first
 
 
-class CosineTopK(FunctionProblem):
-    """cosine_top_k(query (D,), docs (N, D), k) -> (k,) long indices of the most similar docs, best first."""
-    name = "cosine_top_k"
-    reference = staticmethod(_ref_cosine_top_k)
-    hints = ["cos(a, b) = a.b / (|a| |b|): normalise both sides to unit length, then one matrix-vector "
-             "product gives all N similarities.",
-             "torch.topk(scores, k).indices is sorted best first. If k > N, return all N."]
-
-    def cases(self):
-        g = _gen(40)
-        docs = torch.randn(6, 4, generator=g)
-        scaled = docs * torch.tensor([[10.0], [0.1], [1.0], [3.0], [0.5], [2.0]])  # length must not matter
-        return [(torch.randn(4, generator=g), docs, 3), (docs[2] * 5, scaled, 1),
-                (torch.randn(4, generator=g), docs, 10)]
+@function_problem("cosine_top_k", reference=_ref_cosine_top_k)
+def cosine_top_k_cases():
+    g = gen(40)
+    docs = torch.randn(6, 4, generator=g)
+    scaled = docs * torch.tensor([[10.0], [0.1], [1.0], [3.0], [0.5], [2.0]])  # length must not matter
+    return [(torch.randn(4, generator=g), docs, 3), (docs[2] * 5, scaled, 1),
+            (torch.randn(4, generator=g), docs, 10)]
 
 
 def _ref_rolling_alert(flags, window, threshold):
@@ -38,18 +27,11 @@ def _ref_rolling_alert(flags, window, threshold):
     return monitor.alert_onsets(share, threshold, window)
 
 
-class RollingAlert(FunctionProblem):
-    """rolling_alert(flags, window, threshold) -> [int]: where the rolling negative share first reaches threshold."""
-    name = "rolling_alert"
-    reference = staticmethod(_ref_rolling_alert)
-    uses = (monitor.rolling_share, monitor.alert_onsets)
-    hints = ["share[i] = mean of flags[i - window + 1 : i + 1] (True counts 1); no alert while i < window - 1.",
-             "An alert STARTS at i when share[i] >= threshold and the condition did not already hold at "
-             "i - 1: report onsets only, not every index above the threshold."]
-
-    def cases(self):
-        return [([0, 0, 1, 1, 1, 0, 0, 0, 1, 1, 1, 1], 3, 0.6), ([True] * 5, 2, 0.5),
-                ([1, 0, 1, 0, 1, 0], 2, 0.5), ([0, 1, 1, 0, 0, 1, 1, 1], 4, 0.75), ([1], 1, 1.0)]
+@function_problem("rolling_alert", reference=_ref_rolling_alert,
+                  uses=(monitor.rolling_share, monitor.alert_onsets))
+def rolling_alert_cases():
+    return [([0, 0, 1, 1, 1, 0, 0, 0, 1, 1, 1, 1], 3, 0.6), ([True] * 5, 2, 0.5),
+            ([1, 0, 1, 0, 1, 0], 2, 0.5), ([0, 1, 1, 0, 0, 1, 1, 1], 4, 0.75), ([1], 1, 1.0)]
 
 
 def _ref_few_shot_prompt(examples, query, instruction):
@@ -57,18 +39,11 @@ def _ref_few_shot_prompt(examples, query, instruction):
     return f"{instruction}\n\n{shots}Text: {query}\nSentiment:"
 
 
-class FewShotPrompt(FunctionProblem):
-    """few_shot_prompt(examples [(text, label)], query, instruction) -> the prompt string."""
-    name = "few_shot_prompt"
-    reference = staticmethod(_ref_few_shot_prompt)
-    hints = ["Layout: instruction, a blank line, then for each example 'Text: ...' / 'Sentiment: ...' "
-             "followed by a blank line, and finally 'Text: <query>' / 'Sentiment:' with no trailing space.",
-             "An f-string per example and ''.join(...) keep it exact."]
-
-    def cases(self):
-        ex = [("I love it", "positive"), ("Terrible service", "negative")]
-        return [(ex, "Not bad at all", "Classify the sentiment."), ([], "Hello", "Zero-shot:"),
-                (ex[:1], "好极了", "判断情感。")]
+@function_problem("few_shot_prompt", reference=_ref_few_shot_prompt)
+def few_shot_prompt_cases():
+    ex = [("I love it", "positive"), ("Terrible service", "negative")]
+    return [(ex, "Not bad at all", "Classify the sentiment."), ([], "Hello", "Zero-shot:"),
+            (ex[:1], "好极了", "判断情感。")]
 
 
 def _ref_nucleus_mask(logits, top_p):
@@ -81,56 +56,35 @@ def _ref_nucleus_mask(logits, top_p):
     return torch.zeros_like(drop_sorted).scatter(-1, order, ~drop_sorted)   # (B, V) True = kept
 
 
-class NucleusMask(FunctionProblem):
-    """nucleus_mask(logits (B, V), top_p) -> bool (B, V): the tokens top-p sampling may pick."""
-    name = "nucleus_mask"
-    reference = staticmethod(_ref_nucleus_mask)
-    uses = (generate.sample_next,)
-    hints = ["Sort the probabilities in descending order and take the cumulative sum.",
-             "Keep the smallest prefix whose mass reaches top_p: a token is dropped when the mass of the "
-             "tokens BEFORE it (cumsum - p) is already >= top_p. The most likely token is always kept.",
-             "Map the kept flags back to vocabulary order with scatter(-1, order, kept_sorted)."]
-
-    def cases(self):
-        g = _gen(41)
-        logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05], [0.05, 0.15, 0.3, 0.5]]))
-        # top_p values stay clear of the cumulative sums (0.5, 0.8, 0.95), where float rounding decides
-        return [(logits, 0.7), (logits, 0.85), (torch.randn(3, 10, generator=g) * 2, 0.9),
-                (torch.randn(2, 6, generator=g), 1.0), (torch.randn(1, 5, generator=g), 0.01)]
-
-
-def _tiny_gpt(seed=42):
-    torch.manual_seed(seed)
-    return model.GPT(model.GPTConfig(vocab_size=20, block_size=12, n_layer=1, n_head=2, n_embd=16)).eval()
+@function_problem("nucleus_mask", reference=_ref_nucleus_mask, uses=(generate.sample_next,))
+def nucleus_mask_cases():
+    g = gen(41)
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05], [0.05, 0.15, 0.3, 0.5]]))
+    # top_p values stay clear of the cumulative sums (0.5, 0.8, 0.95), where float rounding decides
+    return [(logits, 0.7), (logits, 0.85), (torch.randn(3, 10, generator=g) * 2, 0.9),
+            (torch.randn(2, 6, generator=g), 1.0), (torch.randn(1, 5, generator=g), 0.01)]
 
 
 def _ref_greedy_decode(gpt, idx, max_new_tokens):
     return generate.generate(gpt, idx, max_new_tokens, temperature=0, use_cache=False)
 
 
-class GreedyDecode(FunctionProblem):
-    """greedy_decode(model, idx (B, T), max_new_tokens) -> (B, T + max_new_tokens), argmax each step."""
-    name = "greedy_decode"
-    reference = staticmethod(_ref_greedy_decode)
-    uses = (generate.generate,)
-    hints = ["Loop max_new_tokens times: logits = model(idx).logits[:, -1, :] is the distribution "
-             "of the next token.",
-             "next_id = logits.argmax(-1, keepdim=True) (B, 1); idx = torch.cat([idx, next_id], dim=1). "
-             "Wrap it in torch.no_grad()."]
-
-    def cases(self):
-        gpt = _tiny_gpt()
-        g = _gen(43)
-        return [(gpt, torch.randint(20, (1, 3), generator=g), 4),
-                (gpt, torch.randint(20, (2, 5), generator=g), 3), (gpt, torch.tensor([[1]]), 0)]
+@function_problem("greedy_decode", reference=_ref_greedy_decode, uses=(generate.generate,))
+def greedy_decode_cases():
+    torch.manual_seed(42)
+    gpt = model.GPT(model.GPTConfig(vocab_size=20, block_size=12, n_layer=1, n_head=2, n_embd=16)).eval()
+    g = gen(43)
+    return [(gpt, torch.randint(20, (1, 3), generator=g), 4),
+            (gpt, torch.randint(20, (2, 5), generator=g), 3), (gpt, torch.tensor([[1]]), 0)]
 
 
-PROBLEMS = [CosineTopK, RollingAlert, FewShotPrompt, NucleusMask, GreedyDecode]
+PROBLEMS = [cosine_top_k_cases, rolling_alert_cases, few_shot_prompt_cases, nucleus_mask_cases,
+            greedy_decode_cases]
 
 
 def problems():
     """q1, q2, ... for the exercise notebook."""
-    return [cls() for cls in PROBLEMS]
+    return problems_of(PROBLEMS)
 
 
 WRONG = {

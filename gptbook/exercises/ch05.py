@@ -6,11 +6,7 @@ import torch.nn.utils.prune
 
 from .. import generate, model
 from ..deploy import bench, quantize
-from .core import FunctionProblem
-
-
-def _gen(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
+from .core import function_problem, gen, problems_of
 
 
 def _ref_kv_cache_update(past, k_new, v_new):
@@ -20,22 +16,15 @@ def _ref_kv_cache_update(past, k_new, v_new):
     return torch.cat([past[0], k_new], dim=2), torch.cat([past[1], v_new], dim=2)  # (B, nh, S+T, hs)
 
 
-class KVCacheUpdate(FunctionProblem):
-    """kv_cache_update(past (k, v) or None, k_new, v_new) -> (k, v), each (B, nh, S + T, hs)."""
-    name = "kv_cache_update"
-    reference = staticmethod(_ref_kv_cache_update)
-    uses = (model.CausalSelfAttention.forward,)
-    hints = ["The cache holds (k, v) for the S tokens seen so far, each (B, nh, S, hs); the new step "
-             "brings (B, nh, T, hs).",
-             "Concatenate along the time axis, dim=2; with no past, the new k, v are the cache."]
-
-    def cases(self):
-        g = _gen(50)
-        kv = lambda T: (torch.randn(2, 2, T, 4, generator=g), torch.randn(2, 2, T, 4, generator=g))  # noqa: E731
-        k1, v1 = kv(3)
-        k2, v2 = kv(1)
-        k3, v3 = kv(2)
-        return [(None, k1, v1), ((k1, v1), k2, v2), ((k1, v1), k3, v3)]
+@function_problem("kv_cache_update", reference=_ref_kv_cache_update,
+                  uses=(model.CausalSelfAttention.forward,))
+def kv_cache_update_cases():
+    g = gen(50)
+    kv = lambda T: (torch.randn(2, 2, T, 4, generator=g), torch.randn(2, 2, T, 4, generator=g))  # noqa: E731
+    k1, v1 = kv(3)
+    k2, v2 = kv(1)
+    k3, v3 = kv(2)
+    return [(None, k1, v1), ((k1, v1), k2, v2), ((k1, v1), k3, v3)]
 
 
 def _ref_quantize_int8(x):
@@ -44,20 +33,12 @@ def _ref_quantize_int8(x):
     return q.view(x.shape), scale.item()
 
 
-class QuantizeInt8(FunctionProblem):
-    """quantize_int8(x) -> (q int8 tensor, scale float): symmetric per-tensor, x ~ q * scale."""
-    name = "quantize_int8"
-    reference = staticmethod(_ref_quantize_int8)
-    uses = (quantize.quantize_per_row,)
-    rtol, atol = 1e-5, 1e-12
-    hints = ["Symmetric: zero maps to 0 and the largest |x| maps to 127, so scale = max|x| / 127 "
-             "(with max|x| clamped to at least 1e-8, so an all-zero tensor does not divide by zero).",
-             "q = torch.round(x / scale).clamp(-127, 127).to(torch.int8); return (q, scale) with scale a float."]
-
-    def cases(self):
-        g = _gen(51)
-        return [(torch.randn(4, 5, generator=g),), (torch.tensor([-2.0, 0.0, 0.5, 1.0]),),
-                (torch.zeros(3),), (torch.randn(2, 3, generator=g) * 1e-3,)]
+@function_problem("quantize_int8", reference=_ref_quantize_int8, uses=(quantize.quantize_per_row,),
+                  rtol=1e-5, atol=1e-12)
+def quantize_int8_cases():
+    g = gen(51)
+    return [(torch.randn(4, 5, generator=g),), (torch.tensor([-2.0, 0.0, 0.5, 1.0]),),
+            (torch.zeros(3),), (torch.randn(2, 3, generator=g) * 1e-3,)]
 
 
 def _limits():
@@ -87,56 +68,29 @@ def _ref_validate_request(req):
     return sorted(bad)
 
 
-class ValidateRequest(FunctionProblem):
-    """validate_request(req: dict) -> sorted list of the invalid (or unknown) field names; [] = valid."""
-    name = "validate_request"
-    reference = staticmethod(_ref_validate_request)
-    hints = ["Check each field on its own and collect the names of the bad ones; return sorted(bad).",
-             "Missing optional fields take their defaults (max_new_tokens 16, temperature 0.0, top_p 1.0). "
-             "True is an int in Python: reject bools explicitly. A prompt of only spaces is empty.",
-             "Any key other than prompt, max_new_tokens, temperature, top_p is reported by its own name."]
-
-    def cases(self):
-        return [({"prompt": "Hello"},), ({"prompt": "Hi", "max_new_tokens": 64, "temperature": 2, "top_p": 1},),
-                ({"prompt": "Hi", "max_new_tokens": 65, "temperature": 0.5, "top_p": 0.9},),
-                ({"prompt": "   ", "max_new_tokens": 0},), ({"prompt": "x" * 2001, "temperature": 2.5},),
-                ({"prompt": "ok", "max_new_tokens": True, "top_p": 0},),
-                ({"prompt": "ok", "max_new_tokens": 10.0, "temperature": "hot", "stream": True},),
-                ({},), ("just a string",)]
+@function_problem("validate_request", reference=_ref_validate_request)
+def validate_request_cases():
+    return [({"prompt": "Hello"},), ({"prompt": "Hi", "max_new_tokens": 64, "temperature": 2, "top_p": 1},),
+            ({"prompt": "Hi", "max_new_tokens": 65, "temperature": 0.5, "top_p": 0.9},),
+            ({"prompt": "   ", "max_new_tokens": 0},), ({"prompt": "x" * 2001, "temperature": 2.5},),
+            ({"prompt": "ok", "max_new_tokens": True, "top_p": 0},),
+            ({"prompt": "ok", "max_new_tokens": 10.0, "temperature": "hot", "stream": True},),
+            ({},), ("just a string",)]
 
 
-def _ref_left_pad(sequences, pad_id):
-    return generate.left_pad(sequences, pad_id)
-
-
-class LeftPad(FunctionProblem):
-    """left_pad(sequences, pad_id) -> (idx (B, T) long, attention_mask (B, T) long), padded on the LEFT."""
-    name = "left_pad"
-    reference = staticmethod(_ref_left_pad)
-    uses = (generate.left_pad,)
-    hints = ["A decoder generates after the LAST position, so every prompt must end there: put the "
-             "padding on the left.",
-             "T = the longest length; row i gets T - len(s) pad ids, then s; the mask is 0 on pads, 1 on tokens."]
-
-    def cases(self):
-        return [([[5, 6, 7], [8]], 0), ([[1, 2]], 9), ([[3], [4, 4, 4, 4], [2, 2]], 1)]
+@function_problem("left_pad", reference=generate.left_pad)
+def left_pad_cases():
+    return [([[5, 6, 7], [8]], 0), ([[1, 2]], 9), ([[3], [4, 4, 4, 4], [2, 2]], 1)]
 
 
 def _ref_latency_percentile(latencies_ms, p):
     return bench.percentiles(latencies_ms, qs=(p,))[f"p{p}"]
 
 
-class LatencyPercentile(FunctionProblem):
-    """latency_percentile(latencies_ms, p) -> float, linear interpolation (numpy's default)."""
-    name = "latency_percentile"
-    reference = staticmethod(_ref_latency_percentile)
-    uses = (bench.percentiles,)
-    hints = ["Sort the values; the p-th percentile sits at fractional rank r = p / 100 * (n - 1).",
-             "Interpolate between s[floor(r)] and s[ceil(r)]: s[lo] + (r - lo) * (s[hi] - s[lo])."]
-
-    def cases(self):
-        return [([12.0, 10.0, 30.0, 11.0], 50), ([12.0, 10.0, 30.0, 11.0], 95), ([5.0], 99),
-                (list(range(1, 101)), 90), ([3.0, 1.0, 2.0], 0), ([3.0, 1.0, 2.0], 100)]
+@function_problem("latency_percentile", reference=_ref_latency_percentile, uses=(bench.percentiles,))
+def latency_percentile_cases():
+    return [([12.0, 10.0, 30.0, 11.0], 50), ([12.0, 10.0, 30.0, 11.0], 95), ([5.0], 99),
+            (list(range(1, 101)), 90), ([3.0, 1.0, 2.0], 0), ([3.0, 1.0, 2.0], 100)]
 
 
 def _ref_prune_magnitude(weight, amount):
@@ -148,26 +102,20 @@ def _ref_prune_magnitude(weight, amount):
     return layer.weight.detach()
 
 
-class PruneMagnitude(FunctionProblem):
-    """prune_magnitude(weight (out, in), amount) -> a copy with the round(amount * n) smallest |w| set to 0."""
-    name = "prune_magnitude"
-    reference = staticmethod(_ref_prune_magnitude)
-    hints = ["n_prune = round(amount * weight.numel()); find the n_prune smallest absolute values.",
-             "torch.topk(weight.abs().flatten(), n_prune, largest=False).indices, then zero those "
-             "entries in a clone (do not change the input)."]
-
-    def cases(self):
-        g = _gen(52)
-        return [(torch.randn(4, 5, generator=g), 0.5), (torch.randn(3, 3, generator=g), 0.0),
-                (torch.randn(2, 8, generator=g), 0.3), (torch.randn(2, 2, generator=g), 1.0)]
+@function_problem("prune_magnitude", reference=_ref_prune_magnitude)
+def prune_magnitude_cases():
+    g = gen(52)
+    return [(torch.randn(4, 5, generator=g), 0.5), (torch.randn(3, 3, generator=g), 0.0),
+            (torch.randn(2, 8, generator=g), 0.3), (torch.randn(2, 2, generator=g), 1.0)]
 
 
-PROBLEMS = [KVCacheUpdate, QuantizeInt8, ValidateRequest, LeftPad, LatencyPercentile, PruneMagnitude]
+PROBLEMS = [kv_cache_update_cases, quantize_int8_cases, validate_request_cases, left_pad_cases,
+            latency_percentile_cases, prune_magnitude_cases]
 
 
 def problems():
     """q1, q2, ... for the exercise notebook."""
-    return [cls() for cls in PROBLEMS]
+    return problems_of(PROBLEMS)
 
 
 WRONG = {

@@ -1,12 +1,18 @@
 """Plumbing for the exercises: one check per problem, two ways to call it.
 
+A problem (chNN.py) is a reference and the cases the learner's function is compared on
+(`function_problem`), or a Problem subclass with its own verify(); each problem's one-line
+description and hints live in problems.toml.
+
 `q.check(fn)` displays one of three outcomes (not attempted / incorrect / correct) and never
 raises; `q.grade(fn)` does the same comparison but raises AssertionError under a grader
 (nbgrader sets NBGRADER_EXECUTION; GPTBOOK_GRADING=1 forces it), so the test cell scores 0.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
+import functools
 import inspect
 import math
 import numbers
@@ -289,6 +295,7 @@ class FunctionProblem(Problem):
     Tolerances rtol/atol apply to floating-point tensors and numbers.
     """
     rtol, atol = 1e-4, 1e-5
+    no_grad = False     # True: the learner's function and the reference run under torch.no_grad()
 
     def cases(self) -> list:
         raise NotImplementedError("a FunctionProblem needs cases()")
@@ -297,6 +304,10 @@ class FunctionProblem(Problem):
         return type(self).reference(*args)
 
     def verify(self, fn) -> None:
+        with torch.no_grad() if self.no_grad else contextlib.nullcontext():
+            self._verify_cases(fn)
+
+    def _verify_cases(self, fn) -> None:
         for args in self.cases():
             call = _call_str(self.name, args)
             try:
@@ -316,6 +327,38 @@ class FunctionProblem(Problem):
                                 f"{describe(want)} ({type(e).__name__}: {e})") from None
 
 
-def problems_of(module) -> list:
-    """The Problem instances listed in module.PROBLEMS, in order."""
-    return [cls() for cls in module.PROBLEMS]
+@functools.lru_cache(maxsize=1)
+def _texts() -> dict:
+    import tomllib
+    from importlib.resources import files
+    return tomllib.loads((files(__package__) / "problems.toml").read_text(encoding="utf-8"))
+
+
+def problem_text(name: str) -> dict:
+    """problems.toml's entry for the problem `name`: chapter, doc (one line) and hints."""
+    if name not in _texts():
+        raise KeyError(f"problem {name!r} has no entry in gptbook/exercises/problems.toml")
+    return _texts()[name]
+
+
+def function_problem(name: str, reference: Callable, uses: tuple = (), **attrs):
+    """Declare a FunctionProblem. The decorated function returns the cases (argument tuples,
+    built fresh on each call); the learner's `name` is compared with `reference` on each;
+    .solution() shows reference and `uses`; the one-line doc and the hints are problems.toml's.
+    attrs sets FunctionProblem options (rtol, atol, no_grad). Returns the problem class."""
+    def wrap(cases: Callable[[], list]):
+        text = problem_text(name)
+        body = dict(__doc__=text["doc"], __module__=cases.__module__, name=name, hints=list(text["hints"]),
+                    reference=staticmethod(reference), uses=tuple(uses), cases=lambda self: cases(), **attrs)
+        return type("".join(w.title() for w in name.split("_")), (FunctionProblem,), body)
+    return wrap
+
+
+def gen(seed: int) -> torch.Generator:
+    """A CPU generator with this seed: cases draw from it, so they are the same on every call."""
+    return torch.Generator().manual_seed(seed)
+
+
+def problems_of(classes) -> list:
+    """One instance of each Problem class, in order (q1, q2, ... in an exercise notebook)."""
+    return [cls() for cls in classes]
