@@ -11,7 +11,8 @@ from .model import PUBLISHED, count_params
 
 # arXiv identifiers encode the month of first submission (YYMM.NNNNN)
 ARXIV = {"Transformer (Vaswani et al.)": "1706.03762", "ULMFiT (Howard & Ruder)": "1801.06146",
-         "BERT (Devlin et al.)": "1810.04805", "GPT-3 (Brown et al.)": "2005.14165"}
+         "BERT (Devlin et al.)": "1810.04805", "GPT-3 (Brown et al.)": "2005.14165",
+         "COCO (Lin et al., Microsoft)": "1405.0312"}
 
 
 def arxiv_month(arxiv_id: str) -> str:
@@ -189,3 +190,13 @@ def _e43():
     assert "Hugging Face" in hf and oa == "openai.com"
     return (f"package metadata: transformers is by '{hf}'; OpenAI's own tokenizer library tiktoken is "
             f"by @{oa}: two different organisations")
+
+
+@erratum("E45")
+def _e45():
+    coco = arxiv_month(ARXIV["COCO (Lin et al., Microsoft)"])
+    imagenet = "2009-06"            # Deng et al., "ImageNet: A large-scale hierarchical image database", CVPR 2009
+    openai = "2015-12"              # OpenAI's founding announcement, 11 December 2015
+    assert coco < openai and imagenet < openai
+    return (f"COCO: arXiv {ARXIV['COCO (Lin et al., Microsoft)']} = {coco}; ImageNet: CVPR {imagenet[:4]}; "
+            f"OpenAI founded {openai}: both datasets are older than OpenAI, and both are images, not text")
