@@ -43,7 +43,7 @@ class Profile:
     finetune_lr: float = 1e-3                # peak learning rate for fine-tuning (ch03)
     hf_train_steps: int = 20                 # steps of the HF Trainer continued pre-training (ch03)
     apps_queries: Optional[int] = 200        # ch04: cap on test queries / stream items per measurement
-    arith_steps: int = 300                   # ch04: steps of the tiny arithmetic GPT (prompting section)
+    arith_steps: int = 2000                  # ch04: steps of the tiny arithmetic GPT (prompting section)
     threads: Optional[int] = 2               # torch threads on CPU (fixed, so runs repeat exactly)
     serve_requests: int = 200                # ch05 HTTP load test: requests sent
     serve_concurrency: int = 8               # ch05 HTTP load test: client threads at once

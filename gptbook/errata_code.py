@@ -246,3 +246,29 @@ def _e44():
     return (f"a (4, 16) batch: logits {tuple(out.logits.shape)}, {per_pos.numel()} next-token targets in one "
             f"pass (loss = their mean, {out.loss.item():.3f}); predicting only x_n would use "
             f"{last_only.numel()} of them")
+
+
+@erratum("E46")
+def _e46():
+    import copy
+
+    from . import apps
+    from .generate import generate
+    prompt = apps.few_shot_prompt((47, 38), [(3, 4)], steps=True)        # one worked example, then the question
+    idx = torch.tensor([apps.encode(prompt)])
+    with seeded(0):
+        m = tiny_gpt(vocab_size=len(apps.VOCAB))
+        start = {n: p.detach().clone() for n, p in m.named_parameters()}
+        tuned = copy.deepcopy(m).train()
+        with torch.no_grad():                                           # prompting: inference only
+            generate(m, idx, 12, temperature=0.0)
+        opt = torch.optim.AdamW(tuned.parameters(), lr=1e-3)           # fine-tuning: a step on the same text
+        tuned(idx[:, :-1], targets=idx[:, 1:]).loss.backward()
+        opt.step()
+    prompted = sum(not torch.equal(p, start[n]) for n, p in m.named_parameters())
+    finetuned = sum(not torch.equal(p, start[n]) for n, p in tuned.named_parameters())
+    assert prompted == 0 and finetuned > 0
+    return (f"a chain-of-thought prompt is input text ({prompt!r}): answering it changes {prompted} weight "
+            f"tensors, one fine-tuning step on the same text changes {finetuned}. Wei et al. (arXiv "
+            f"2201.11903, 2022-01) introduce it as prompting; chapter 04 §4 measures it without training")
+

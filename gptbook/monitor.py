@@ -88,6 +88,16 @@ def alarm_counts(onsets: Sequence[int], segments: Sequence[Tuple[int, int]], win
             "mean_delay": sum(delays) / len(delays) if delays else float("nan")}
 
 
+def calibrated_threshold(calm_flags, window: int, k: float = 3.0) -> float:
+    """A threshold set without seeing any surge: the mean of the rolling share over a calm period
+    plus k of its standard deviations (full windows only; a control-chart rule), rounded to 0.01.
+    It adapts to the classifier: one that calls most texts negative gets a high threshold."""
+    share = rolling_share(calm_flags, window)[window - 1:]
+    if len(share) < 2:
+        raise ValueError(f"the calm period needs more than window={window} items, got {len(calm_flags)}")
+    return round(float(share.mean() + k * share.std()), 2)
+
+
 def sweep(neg_flags, segments, window: int, thresholds) -> List[dict]:
     """alarm_counts for each threshold (the trade-off between false and missed alarms)."""
     share = rolling_share(neg_flags, window)
@@ -107,8 +117,8 @@ def plot_stream(share, segments, onsets, threshold: float, title: str = "", ax=N
     if onsets:
         ax.plot(onsets, share[onsets].numpy(), "v", color="tab:red", ms=9, label="alert")
     ax.set(xlabel="position in the stream (texts)", ylabel="share predicted negative",
-           ylim=(0, 1), title=title)
-    ax.legend(loc="upper left", fontsize=8, ncol=2)
+           ylim=(0, max(1.0, threshold + 0.05)), title=title)     # a threshold above 1 never fires
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)   # outside: the data stays visible
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig

@@ -44,15 +44,20 @@ def lr_at(step: int, max_lr: float, min_lr: float, warmup: int, total: int) -> f
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (max_lr - min_lr)
 
 
-def batch_fn(tokens: torch.Tensor, block_size: int, batch_size: int, generator: torch.Generator):
-    """Random (x, y) windows from a 1-D token tensor: y is x shifted by one (next-token targets)."""
+def batch_fn(tokens: torch.Tensor, block_size: int, batch_size: int, generator: torch.Generator,
+             targets: Optional[torch.Tensor] = None):
+    """Random (x, y) windows from a 1-D token tensor: y is x shifted by one (next-token targets).
+    targets (same length as tokens, -100 = no loss) replaces tokens as the source of y."""
     if tokens.numel() <= block_size + 1:
         raise ValueError(f"need more than block_size+1={block_size + 1} tokens, got {tokens.numel()}")
+    if targets is not None and targets.shape != tokens.shape:
+        raise ValueError(f"targets must have the tokens' shape {tuple(tokens.shape)}, got {tuple(targets.shape)}")
+    source = tokens if targets is None else targets
 
     def get_batch(device="cpu"):
         ix = torch.randint(tokens.numel() - block_size - 1, (batch_size,), generator=generator)
         x = torch.stack([tokens[i:i + block_size] for i in ix.tolist()])
-        y = torch.stack([tokens[i + 1:i + 1 + block_size] for i in ix.tolist()])
+        y = torch.stack([source[i + 1:i + 1 + block_size] for i in ix.tolist()])
         return x.to(device), y.to(device)
     return get_batch
 

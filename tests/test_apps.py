@@ -169,6 +169,21 @@ def test_alerts_and_counts():
     assert rows[0]["detected"] == 1 and rows[0]["false_alarms"] == 0
 
 
+def test_calibrated_threshold_catches_a_surge_without_seeing_it():
+    assert monitor.calibrated_threshold([1, 0] * 50, window=10, k=3) == 0.5     # no spread: the mean
+    g = torch.Generator().manual_seed(0)
+    calm = torch.rand(400, generator=g) < 0.3                  # a calm period: 30% negative
+    t = monitor.calibrated_threshold(calm, window=30, k=3)
+    assert 0.3 < t < 0.7
+    flags = torch.rand(600, generator=g) < 0.3
+    flags[300:360] = torch.rand(60, generator=g) < 0.9         # a surge the threshold never saw
+    on = monitor.alert_onsets(monitor.rolling_share(flags, 30), t, 30)
+    c = monitor.alarm_counts(on, [(300, 360)], 30)
+    assert c["detected"] == 1 and c["false_alarms"] == 0
+    with pytest.raises(ValueError):
+        monitor.calibrated_threshold([0] * 10, window=10)
+
+
 # ---------------------------------------------------------------- recommendation
 
 def test_synthetic_users_prefer_their_topic():
@@ -215,12 +230,54 @@ def test_worked_steps_and_parse():
 
 def test_corpus_excludes_held_out_pairs():
     text = apps.arithmetic_corpus(300, seed=0)
+    lines = text.splitlines()
+    assert len(lines) == 300 and {len(l.split(";")) for l in lines} == set(range(1, 9))
     for ex in text.replace("\n", ";").split(";"):
         if ex:
             a, b = ex.split("=")[0].split(":")[0].split("+")
             assert not apps.held_out(int(a), int(b))
             assert int(ex.rsplit("=", 1)[1]) == int(a) + int(b)
     assert apps.few_shot_prompt((3, 4), [(1, 2)], steps=False) == "1+2=3;3+4="
+
+
+def test_answer_targets_keep_only_answers():
+    text = "12+3=15;4+5:4+5=9,=9\n"
+    kept = "".join(c for c, t in zip(text, apps.answer_targets(text).tolist()) if t != apps.IGNORE)
+    assert kept == "15;" + "4+5=9,=9\n"
+    ids = apps.answer_targets(text)
+    assert ids[5].item() == apps.encode("1")[0] and ids[4].item() == apps.IGNORE   # '1' kept, '=' not
+
+
+def test_few_shot_questions_are_unseen_and_paired():
+    qs = apps.few_shot_questions(2, True, 50, digits=2, seed=3)
+    for prompt, (a, b) in qs:
+        assert apps.held_out(a, b) and 10 <= min(a, b) and max(a, b) <= 99
+        assert prompt.endswith(f";{a}+{b}:") and prompt.count(";") == 2
+        for shot in prompt.split(";")[:-1]:
+            x, y = map(int, shot.split(":")[0].split("+"))
+            assert not apps.held_out(x, y) and shot == apps.worked(x, y)
+    direct = apps.few_shot_questions(2, False, 50, digits=2, seed=3)
+    zero = apps.few_shot_questions(0, True, 50, digits=2, seed=3)
+    assert [q for _, q in direct] == [q for _, q in zero] == [q for _, q in qs]   # same questions
+    first_shots = [p.split(";")[0].split("=")[0] for p, _ in direct]
+    assert first_shots == [p.split(";")[0].split(":")[0] for p, _ in qs]       # same shots
+    assert all(max(q) >= 100 for _, q in apps.few_shot_questions(1, False, 20, digits=3))
+
+
+def test_pretraining_beats_an_untrained_model():
+    from gptbook import config
+    cfg = config.get_profile("quick", eval_interval=1000, eval_iters=1)
+    torch.manual_seed(cfg.seed)
+    untrained = GPT(cfg.model_config(vocab_size=len(apps.VOCAB), **apps.ARITH_MODEL)).eval()
+    trained, hist = apps.pretrain_arithmetic(cfg, 150)
+    text = "\n" + "".join(apps.example(a, b, s) + ";" for _, (a, b) in
+                          apps.few_shot_questions(0, True, 3, seed=1) for s in (False, True))
+    x = torch.tensor([apps.encode(text[:-1])])
+    y = apps.answer_targets(text)[1:][None]                        # the answers of held-out pairs
+    with torch.no_grad():
+        loss = {name: m(x, y).loss.item() for name, m in (("untrained", untrained), ("trained", trained))}
+    assert loss["trained"] < 0.65 * loss["untrained"]
+    assert len(hist.steps) == 150 and hist.val_loss[-1] < hist.val_loss[0]
 
 
 def test_arithmetic_gpt_is_cached(tmp_path, monkeypatch):
@@ -236,8 +293,9 @@ def test_arithmetic_gpt_is_cached(tmp_path, monkeypatch):
 
 def test_few_shot_accuracy_runs_on_a_tiny_model(tiny_config):
     model = GPT(tiny_config.replace(vocab_size=len(apps.VOCAB), block_size=64)).eval()
-    acc = apps.few_shot_accuracy(model, n_shots=1, steps=False, n_questions=5, seed=0, max_new_tokens=8)
+    acc = apps.few_shot_accuracy(model, n_shots=1, steps=False, n_questions=5, seed=0)
     assert 0.0 <= acc <= 1.0
+    assert isinstance(apps.complete(model, "3+4=", max_new_tokens=5), str)
     with pytest.raises(ValueError):                   # 4 worked shots do not fit in 64 characters
         apps.few_shot_accuracy(model, n_shots=4, steps=True, n_questions=2)
 

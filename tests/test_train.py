@@ -113,3 +113,14 @@ def test_hf_train_runs_trainer_and_updates_weights(tiny_config):
     assert len(losses) == 3 and all(math.isfinite(l) for l in losses)
     assert not torch.equal(before, hf_model.transformer.h[0].attn.c_attn.weight)
     from_hf(hf_model)                          # still converts back to the book's GPT
+
+
+def test_batch_fn_takes_targets_from_a_masked_copy():
+    tokens = torch.arange(50)
+    masked = torch.where(tokens % 2 == 0, tokens, torch.full_like(tokens, -100))
+    x, y = train.batch_fn(tokens, 8, 4, torch.Generator().manual_seed(0), targets=masked)()
+    x0, y0 = train.batch_fn(tokens, 8, 4, torch.Generator().manual_seed(0))()
+    assert torch.equal(x, x0)                                   # the same windows
+    assert torch.equal(y[y != -100], y0[y != -100]) and (y == -100).sum() == (y0 % 2 == 1).sum()
+    with pytest.raises(ValueError, match="shape"):
+        train.batch_fn(tokens, 8, 4, torch.Generator(), targets=masked[:-1])

@@ -61,6 +61,10 @@ def session(path, threads: int = 0):
     import onnxruntime as ort
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
+    # onnxruntime's worker threads spin after each run by default; on a small CPU that steals the
+    # cores from whatever runs next (PyTorch, in the chapter's side-by-side timings)
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
     if threads:
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
