@@ -14,7 +14,8 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-IGNORE = -100  # the label value GPT.forward (and F.cross_entropy) skips
+from .model import IGNORE_INDEX as IGNORE      # the label value GPT.forward (and F.cross_entropy) skips
+
 TEMPLATE = "### Instruction:\n{prompt}\n\n### Response:\n"
 
 

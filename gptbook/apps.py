@@ -10,7 +10,7 @@ import torch
 
 from .config import Profile
 from .generate import generate, left_pad
-from .model import GPT
+from .model import GPT, IGNORE_INDEX as IGNORE     # IGNORE: the target id the loss skips
 
 # ---------------------------------------------------------------- a synthetic arithmetic corpus
 
@@ -67,7 +67,6 @@ def arithmetic_corpus(n_lines: int, seed: int, max_operand: int = 99) -> str:
     return "\n".join(lines) + "\n"
 
 
-IGNORE = -100                         # target id that the loss skips (GPT.forward's ignore_index)
 
 # The arithmetic GPT and its training recipe; the steps come from the profile (cfg.arith_steps).
 # Measured on 2 CPU cores (quick, seed 1337): the model learns to add only after a sudden drop of the

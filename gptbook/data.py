@@ -58,6 +58,13 @@ SOURCES = {s.name: s for s in [
 ]}
 
 
+def package_toml(package: str, filename: str) -> dict:
+    """A TOML file that ships inside the package `package` (e.g. the errata texts), parsed."""
+    import tomllib
+    from importlib.resources import files
+    return tomllib.loads((files(package) / filename).read_text(encoding="utf-8"))
+
+
 def cache_dir() -> Path:
     """Where fetched data, the tokenizer and the pre-trained model live (GPTBOOK_CACHE overrides)."""
     d = Path(os.environ.get("GPTBOOK_CACHE") or Path.home() / ".cache" / "gptbook")

@@ -47,9 +47,8 @@ REGISTRY: dict = {}
 @functools.lru_cache(maxsize=1)
 def texts() -> dict:
     """errata.toml: each id's doc, section, chapter, claim (Chinese, verbatim) and truth (English)."""
-    import tomllib
-    from importlib.resources import files
-    return tomllib.loads((files(__package__) / "errata.toml").read_text(encoding="utf-8"))
+    from .data import package_toml
+    return package_toml(__package__, "errata.toml")
 
 
 def erratum(id: str):

@@ -13,9 +13,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import Profile, pick_device
-from .model import GPT
+from .model import GPT, IGNORE_INDEX as IGNORE     # IGNORE: the label id the loss skips (padding, later sub-tokens)
 
-IGNORE = -100                      # label id that cross-entropy skips (padding, later sub-tokens)
 SENTIMENT_LABELS = ("negative", "neutral", "positive")
 
 

@@ -14,6 +14,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+IGNORE_INDEX = -100     # a target with this id adds nothing to the loss (F.cross_entropy's default)
+
 
 @dataclass(frozen=True)
 class GPTConfig:
@@ -225,7 +227,7 @@ class GPT(nn.Module):
                              f"[{int(idx.min())}, {int(idx.max())}]")
 
     def forward(self, idx, targets=None, past_key_values=None, attention_mask=None,
-                position_ids=None, ignore_index: int = -100) -> GPTOutput:
+                position_ids=None, ignore_index: int = IGNORE_INDEX) -> GPTOutput:
         """idx: (B, T) token ids. targets: (B, T) or None. attention_mask: (B, S) 1 = real token,
         0 = padding, S = past + T. Returns GPTOutput(logits (B, T, V), loss, past_key_values, h)."""
         past_len = 0 if past_key_values is None else past_key_values[0][0].size(2)

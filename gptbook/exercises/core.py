@@ -329,9 +329,8 @@ class FunctionProblem(Problem):
 
 @functools.lru_cache(maxsize=1)
 def _texts() -> dict:
-    import tomllib
-    from importlib.resources import files
-    return tomllib.loads((files(__package__) / "problems.toml").read_text(encoding="utf-8"))
+    from ..data import package_toml
+    return package_toml(__package__, "problems.toml")
 
 
 def problem_text(name: str) -> dict:
