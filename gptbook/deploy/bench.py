@@ -17,19 +17,14 @@ from ..generate import generate, left_pad
 def min_seconds(fn: Callable, repeat: int = 5, warmup: int = 1) -> float:
     """Fastest wall time of fn() over `repeat` calls, after `warmup` untimed calls.
     The minimum is the run least disturbed by other processes (timeit's advice)."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+    return compare_seconds({"fn": fn}, repeat, warmup)["fn"]
 
 
 def compare_seconds(fns: dict, repeat: int = 5, warmup: int = 1) -> dict:
     """{name: fastest seconds} for several callables timed in turn (A, B, C, A, B, C, ...), so a
     change in the machine's load hits every variant alike instead of the one measured last."""
+    if repeat < 1:
+        raise ValueError(f"repeat must be >= 1, got {repeat}")
     for _ in range(warmup):
         for fn in fns.values():
             fn()
