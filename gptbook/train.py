@@ -191,6 +191,9 @@ def hf_train(hf_model, train_ids: torch.Tensor, cfg: Profile, steps: int,
 
 # ---------------------------------------------------------------- the book's pre-trained model
 
+VAL_SHARE = 0.1     # the last 10% of each language's tokens is validation, never trained on
+
+
 def corpus_tokens(cfg: Profile, tok):
     """(train_ids, val_ids): Shakespeare + a share of Chinese text, tokenized; the last 10% of each
     language is validation."""
@@ -201,7 +204,7 @@ def corpus_tokens(cfg: Profile, tok):
     train_ids, val_ids = [], []
     for text in (en, zh):
         ids = tok.encode(text).ids + [eos]
-        cut = int(len(ids) * 0.9)
+        cut = int(len(ids) * (1 - VAL_SHARE))
         train_ids += ids[:cut]
         val_ids += ids[cut:]
     return torch.tensor(train_ids, dtype=torch.long), torch.tensor(val_ids, dtype=torch.long)
@@ -211,7 +214,7 @@ def shakespeare_val(cfg: Profile, tok):
     """The English validation part of corpus_tokens: (ids (N,), its text) for per-character losses."""
     from . import data
     ids = tok.encode(data.load_shakespeare(cfg.corpus_chars)).ids + [tok.token_to_id("<|endoftext|>")]
-    val = ids[int(len(ids) * 0.9):]
+    val = ids[int(len(ids) * (1 - VAL_SHARE)):]
     return torch.tensor(val, dtype=torch.long), tok.decode(val)
 
 

@@ -74,8 +74,9 @@ def held_out_tokens(cfg, tok, share: float = 0.05) -> torch.Tensor:
     of the tokens (train.corpus_tokens), so this tail was never trained on; tokenising only the
     tail is much faster than tokenising the whole corpus."""
     from ..data import load_shakespeare
-    if not 0 < share < 0.1:
-        raise ValueError(f"share must be in (0, 0.1) to stay inside the held-out 10%, got {share}")
+    from ..train import VAL_SHARE
+    if not 0 < share < VAL_SHARE:
+        raise ValueError(f"share must be in (0, {VAL_SHARE}) to stay inside the held-out part, got {share}")
     text = load_shakespeare(cfg.corpus_chars)
     return torch.tensor(tok.encode(text[int(len(text) * (1 - share)):]).ids, dtype=torch.long)
 
