@@ -128,10 +128,19 @@ def few_shot_prompt(question: tuple, shots: Sequence[tuple], steps: bool) -> str
     return head + f"{a}+{b}" + (":" if steps else "=")
 
 
+def prompt_ids(prompt: str) -> List[int]:
+    """encode(prompt) after a newline: every training line starts after one, so a prompt is a line start."""
+    return encode("\n" + prompt)
+
+
+def first_example(continuation: str) -> str:
+    """A generated continuation up to the end of its example (';' or newline)."""
+    return continuation.split(SEP)[0].split("\n")[0]
+
+
 def parse_answer(continuation: str) -> Optional[int]:
     """The number after the last '=' before the end of the example (';' or newline); None if none."""
-    text = continuation.split(SEP)[0].split("\n")[0]
-    tail = text.rsplit("=", 1)[-1]
+    tail = first_example(continuation).rsplit("=", 1)[-1]
     return int(tail) if tail.isdigit() else None
 
 
@@ -160,9 +169,9 @@ def few_shot_questions(n_shots: int, steps: bool, n_questions: int, digits: int 
 @torch.no_grad()
 def complete(model, prompt: str, max_new_tokens: int = 32) -> str:
     """The model's greedy continuation of one prompt, up to the end of the example."""
-    idx = torch.tensor([encode("\n" + prompt)])
+    idx = torch.tensor([prompt_ids(prompt)])
     out = generate(model, idx, max_new_tokens, temperature=0.0)
-    return decode(out[0, idx.size(1):].tolist()).split(SEP)[0].split("\n")[0]
+    return first_example(decode(out[0, idx.size(1):].tolist()))
 
 
 @torch.no_grad()
@@ -171,8 +180,7 @@ def few_shot_accuracy(model, n_shots: int, steps: bool, n_questions: int, digits
     """Greedy exact-match accuracy on few_shot_questions. Raises ValueError when a prompt and its
     full answer do not fit in the model's block_size (a cut-off answer would count as wrong)."""
     qs = few_shot_questions(n_shots, steps, n_questions, digits, seed, max_operand)
-    # a newline first: every training line starts after one, so a prompt is a line start
-    seqs = [encode("\n" + p) for p, _ in qs]
+    seqs = [prompt_ids(p) for p, _ in qs]
     # room for the longest answer (what follows the question's '=' or ':') and the ';' after it
     new = max(len(example(a, b, steps)) - len(f"{a}+{b}") for _, (a, b) in qs)
     need = max(len(s) for s in seqs) + new
