@@ -10,7 +10,7 @@ export GPTBOOK_CACHE ?= $(CURDIR)/build/cache
 # stored notebook outputs are made and checked without progress bars (gptbook.config.progress_enabled)
 NBENV := GPTBOOK_NO_PROGRESS=1
 
-.PHONY: book setup data test unit nbval lab exercises refresh bench clean doctor lock
+.PHONY: book setup data lint test unit nbval lab exercises refresh reference bench clean doctor lock
 
 book: setup
 	$(PY) -m gptbook run --profile $(PROFILE) --output-dir build
@@ -28,18 +28,30 @@ $(VENV)/.installed: pyproject.toml requirements-lock.txt
 data: $(VENV)/.installed
 	$(PY) -m gptbook data fetch
 
-test: setup
-	$(NBENV) $(PY) -m pytest tests chapters --nbval --nbval-current-env \
-	  --nbval-sanitize-with tests/nbval_sanitize.cfg -q -p no:randomly $(PYTEST_ARGS)
+lint: setup
+	$(VENV)/bin/ruff check gptbook tests benchmarks
 
+# everything: lint, every test (slow and network ones too), every chapter under nbval
+test: setup lint
+	$(NBENV) $(PY) -m pytest tests chapters --nbval --nbval-current-env \
+	  --nbval-sanitize-with chapters/reference/sanitize.cfg -q -p no:randomly $(PYTEST_ARGS)
+
+# the fast loop (well under 2 minutes): no kernels, servers, nbgrader, ONNX export, MiniLM or downloads
 unit: setup
-	$(PY) -m pytest tests -q $(PYTEST_ARGS)
+	$(PY) -m pytest tests -q -m "not slow and not network" $(PYTEST_ARGS)
 
 nbval: setup
-	$(NBENV) $(PY) -m pytest chapters --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg -q
+	$(NBENV) $(PY) -m pytest chapters --nbval --nbval-current-env --nbval-sanitize-with chapters/reference/sanitize.cfg -q
 
 refresh: setup
 	$(PY) -m gptbook run --refresh $(CHAPTERS)
+
+# Measure the bands of every trained figure: the book on each seed, then chapters/reference/quick.json.
+# REFERENCE_RUNS adds folders of executed notebooks made elsewhere (another CPU, a GPU).
+SEEDS ?= 1337 1338 2024
+reference: setup
+	for s in $(SEEDS); do $(NBENV) $(PY) -m gptbook run --output-dir build/seeds/$$s -p seed=$$s || exit 1; done
+	$(PY) -m gptbook bands $(foreach s,$(SEEDS),build/seeds/$(s)/quick) $(REFERENCE_RUNS) --validate --write
 
 lab: setup
 	$(VENV)/bin/jupyter lab chapters/

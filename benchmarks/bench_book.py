@@ -72,7 +72,7 @@ def main(argv=None):
            "book_seconds": total}
     if a.tests:
         r = measure([sys.executable, "-m", "pytest", "tests", "chapters", "--nbval", "--nbval-current-env",
-                     "--nbval-sanitize-with", "tests/nbval_sanitize.cfg", "-q"], env)
+                     "--nbval-sanitize-with", "chapters/reference/sanitize.cfg", "-q"], env)
         res["tests"] = r
         print(f"{'test suite':20s} {r['seconds']:7.1f} s  peak {r['peak_mib']:7.0f} MiB  ({r['tail']})")
     if tmp:

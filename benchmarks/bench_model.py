@@ -112,7 +112,8 @@ def main(argv=None):
             g[k].append(v)
     med = {k: statistics.median(v) for k, v in g.items()}
     res = {
-        "bench": "model", "device": str(device), "gpu": torch.cuda.get_device_name(0) if device.type == "cuda" else None,
+        "bench": "model", "device": str(device),
+        "gpu": torch.cuda.get_device_name(0) if device.type == "cuda" else None,
         "cpu_threads": torch.get_num_threads(), "torch": torch.__version__,
         "transformers": __import__("transformers").__version__, "python": platform.python_version(),
         "date": time.strftime("%Y-%m-%d"), "params": n_params, "dtype": dtype,
@@ -126,7 +127,7 @@ def main(argv=None):
         # 6 N per token for forward+backward, plus attention 12 * L * T * C
         flops_per_tok = 6 * n_params + 12 * cfg.n_layer * 256 * cfg.n_embd
         res["mfu_book"] = res["train_tok_s_book"] * flops_per_tok / (a.peak_tflops * 1e12)
-    print(f"| what | book GPT | HF GPT2LMHeadModel | book / HF |\n|---|---|---|---|")
+    print("| what | book GPT | HF GPT2LMHeadModel | book / HF |\n|---|---|---|---|")
     print(f"| training tokens/s (fwd+bwd+AdamW, batch {a.batch}x256, {dtype}) | {res['train_tok_s_book']:,.0f} | "
           f"{res['train_tok_s_hf']:,.0f} | {res['train_ratio_book_over_hf']:.2f} |")
     print(f"| greedy generation tokens/s, 16 + {a.new_tokens}, KV cache | {med['book_cache']:,.0f} | "

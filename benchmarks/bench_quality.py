@@ -44,7 +44,8 @@ def main(argv=None):
         rows.append({"profile": name, "params": model.num_params(), "val_loss_per_token": loss_tok,
                      "val_loss_per_char": per_char, "tokens": n_tok, "chars": chars,
                      "train_seconds": hist.seconds})
-    print("| profile | parameters | English val loss (nats/token) | (nats/char) | nanoGPT shakespeare-char (nats/char, quoted) |")
+    print("| profile | parameters | English val loss (nats/token) | (nats/char) "
+          "| nanoGPT shakespeare-char (nats/char, quoted) |")
     print("|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['profile']} | {r['params']:,} | {r['val_loss_per_token']:.3f} | {r['val_loss_per_char']:.3f} | "

@@ -8,7 +8,8 @@ COMMANDS = {
     "doctor": ("gptbook.doctor", "check this machine's setup and print fixes"),
     "exercises": ("gptbook.exercises.cli", "release or grade the exercise notebooks"),
     "serve": ("gptbook.deploy.serve", "serve the book's model over HTTP"),
-    "compare": ("gptbook.reference", "compare a run's key figures with the reference results"),
+    "compare": ("gptbook.reference", "check a run of the book against the reference (exact outputs and bands)"),
+    "bands": ("gptbook.reference:main_measure", "measure the reference bands from runs on several seeds"),
 }
 
 
@@ -21,8 +22,8 @@ def main(argv=None):
             sys.exit(f"unknown command {argv[0]!r}\n\n{msg}")
         print(msg)
         return 0
-    module = importlib.import_module(COMMANDS[argv[0]][0])
-    return module.main(argv[1:])
+    module, _, func = COMMANDS[argv[0]][0].partition(":")
+    return getattr(importlib.import_module(module), func or "main")(argv[1:])
 
 
 if __name__ == "__main__":

@@ -170,7 +170,10 @@ def preference_metrics(model, ref_model, encoded, pad_id: int, beta: float = 0.1
         x, y = x.to(device), y.to(device)
         B = len(chunk)
         pi, ref = sequence_logprob(model, x, y), sequence_logprob(ref_model, x, y)
-        pw.append(pi[:B]); pl.append(pi[B:]); rw_.append(ref[:B]); rl_.append(ref[B:])
+        pw.append(pi[:B])
+        pl.append(pi[B:])
+        rw_.append(ref[:B])
+        rl_.append(ref[B:])
     pw, pl, rw_, rl_ = (torch.cat(t) for t in (pw, pl, rw_, rl_))
     loss, rw, rl = dpo_loss(pw, pl, rw_, rl_, beta)
     return {"dpo_loss": loss.item(), "reward_accuracy": (rw > rl).float().mean().item(),

@@ -11,7 +11,6 @@ import os
 import sys
 import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
 TORCH_PIN = "2.13.0"

@@ -10,7 +10,8 @@ In a chapter: `errata.callout("E10")` displays the fixed callout form and the ev
 `errata.table(["E19", "E20"])` shows several as one table. The entries live in errata_model.py
 (architecture, math), errata_tuning.py (the seed map's code errata), errata_facts.py (facts,
 history, objectives) and errata_code.py (further code, metrics, training advice), and their
-texts (claim, truth, where) in errata.toml; importing this module registers them all. Claims may join excerpts with " … "; each excerpt is verbatim.
+texts (claim, truth, where) in errata.toml; importing this module registers them all. Claims may
+join excerpts with " … "; each excerpt is verbatim.
 """
 from __future__ import annotations
 

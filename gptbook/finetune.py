@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import Profile, pick_device
+from .config import Profile
 from .model import GPT, IGNORE_INDEX as IGNORE     # IGNORE: the label id the loss skips (padding, later sub-tokens)
 
 SENTIMENT_LABELS = ("negative", "neutral", "positive")

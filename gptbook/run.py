@@ -71,6 +71,8 @@ def run(chapters: Iterable[str] = (), profile: str = "quick", output_dir: str = 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if refresh:  # stored outputs must not depend on the cache state: no progress bars (see config)
         os.environ["GPTBOOK_NO_PROGRESS"] = "1"
+        from .config import DEFAULT_SEED   # stored outputs are the default seed's, whatever GPTBOOK_SEED says
+        params.setdefault("seed", DEFAULT_SEED)
     failed = 0
     for nb in paths:
         out = out_dir / nb.name

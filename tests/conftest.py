@@ -6,13 +6,19 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from gptbook.model import GPTConfig  # noqa: E402
+from gptbook.model import GPT, GPTConfig  # noqa: E402
 
 
 @pytest.fixture
 def tiny_config():
     """Small for testing efficiency: every model test runs in milliseconds."""
     return GPTConfig(vocab_size=64, block_size=16, n_layer=2, n_head=2, n_embd=32)
+
+
+@pytest.fixture
+def tiny_model(tiny_config):
+    """A randomly initialised GPT of tiny_config in eval mode (seeded by _seed: the same weights each test)."""
+    return GPT(tiny_config).eval()
 
 
 @pytest.fixture(autouse=True)

@@ -104,6 +104,7 @@ def test_sequence_logprob_counts_only_labelled_positions(tiny_config):
     torch.testing.assert_close(lp, ref)
 
 
+@pytest.mark.slow
 def test_dpo_steps_increase_the_margin(tiny_config):
     cfg = tiny_config.replace(block_size=64)
     torch.manual_seed(0)

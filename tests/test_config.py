@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 import torch
 
@@ -24,7 +26,7 @@ def test_overrides_validated_and_none_ignored():
 
 
 def test_profile_is_frozen():
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         config.get_profile("quick").max_steps = 3
 
 
@@ -61,3 +63,15 @@ def test_setup_sets_threads():
 def test_markdown_repr_lists_settings():
     md = config.get_profile("quick")._repr_markdown_()
     assert "`n_layer`" in md and "device used" in md
+
+
+def test_run_seed_from_environment(monkeypatch):
+    monkeypatch.delenv("GPTBOOK_SEED", raising=False)
+    assert config.run_seed() == config.DEFAULT_SEED == 1337
+    monkeypatch.setenv("GPTBOOK_SEED", "2024")
+    assert config.run_seed() == 2024
+    assert config.run_seed(7) == 7                       # an explicit seed (papermill -p seed=7) wins
+    assert config.setup("quick", threads=1).seed == 2024
+    monkeypatch.setenv("GPTBOOK_SEED", "abc")
+    with pytest.raises(ValueError, match="GPTBOOK_SEED"):
+        config.run_seed()

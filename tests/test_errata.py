@@ -94,7 +94,8 @@ def test_callout_displays_and_raises_only_when_demo_fails(capsys, monkeypatch):
 
 def test_errata_md_is_up_to_date():
     path = ROOT / "ERRATA.md"
-    assert path.exists(), "run: python -c \"from gptbook import errata; print(errata.index_markdown(), end='')\" > ERRATA.md"
+    assert path.exists(), ("run: python -c \"from gptbook import errata; "
+                           "print(errata.index_markdown(), end='')\" > ERRATA.md")
     assert path.read_text(encoding="utf-8") == errata.index_markdown(), "ERRATA.md is stale; regenerate it"
     for ch in errata.CHAPTERS:
         assert sum(e.chapter == ch for e in errata.REGISTRY.values()) == len(errata.by_chapter(ch))

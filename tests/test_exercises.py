@@ -2,7 +2,8 @@
 
 Grading executes 12 notebooks in Jupyter kernels (5 sources, 5 released copies, one damaged
 submission, one nbgrader autograde); one module-scoped fixture runs them in 3 threads. The file
-needs about 75 s of CPU; wall time was 3.5 min on a shared, heavily loaded 2-core machine.
+needs about 75 s of CPU; wall time was 3.5 min on a shared, heavily loaded 2-core machine. The tests
+that grade in kernels are marked slow: `make unit` leaves them out, `make test` runs them.
 """
 import copy
 import importlib
@@ -342,6 +343,7 @@ def graded(tmp_path_factory):
         return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("ch", list(CHAPTERS))
 def test_source_notebook_gets_full_marks(graded, ch):
     rep = graded[("source", ch)]
@@ -349,6 +351,7 @@ def test_source_notebook_gets_full_marks(graded, ch):
     assert len(rep.rows) == len(MODULES[ch].PROBLEMS)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("ch", list(CHAPTERS))
 def test_released_notebook_scores_zero_not_attempted(graded, ch):
     rep = graded[("release", ch)]
@@ -356,6 +359,7 @@ def test_released_notebook_scores_zero_not_attempted(graded, ch):
     assert all(r.status == NOT_ATTEMPTED for r in rep.rows), rep.text()
 
 
+@pytest.mark.slow
 def test_tampered_submission_is_graded_problem_by_problem(graded):
     rep = graded[("tampered", "01")]
     rows = {r.problem: r for r in rep.rows}
@@ -369,6 +373,7 @@ def test_tampered_submission_is_graded_problem_by_problem(graded):
     assert "kernel" in rep.error.lower() or "dead" in rep.error.lower(), rep.error
 
 
+@pytest.mark.slow
 def test_grade_cli_exits_zero_on_garbage(tmp_path):
     bad = tmp_path / "02_math_exercises.ipynb"
     bad.write_text("{ this is not json")
@@ -379,6 +384,7 @@ def test_grade_cli_exits_zero_on_garbage(tmp_path):
     assert "Total: 0 / 7" in res.stdout and "cannot read the submission" in res.stdout
 
 
+@pytest.mark.slow
 def test_nbgrader_generate_and_autograde(graded):
     scores = graded["nbgrader"]
     if scores is None:

@@ -39,7 +39,8 @@ def test_no_removed_apis_outside_errata():
         if p.suffix == ".ipynb":   # only code cells, and not inside strings handed to errata
             import json
             text = "\n".join("".join(c["source"]) for c in json.loads(text)["cells"] if c["cell_type"] == "code")
-            text = "\n".join(l for l in text.splitlines() if "errata" not in l and not l.lstrip().startswith(("#", '"', "'")))
+            text = "\n".join(line for line in text.splitlines()
+                             if "errata" not in line and not line.lstrip().startswith(("#", '"', "'")))
         for pat in REMOVED:
             for m in re.finditer(pat, text):
                 line = text[:m.start()].count("\n") + 1

@@ -304,8 +304,15 @@ def test_repetition_penalty_changes_greedy_generation(tiny_config):
     idx = rand_idx(tiny_config, B=1, T=3)
     plain = generate(model, idx, 12, temperature=0)
     penalised = generate(model, idx, 12, temperature=0, repetition_penalty=1e6)
+    assert len(set(plain[0, 3:].tolist())) < 12            # greedy repeats itself here ...
+    assert len(set(penalised[0, 3:].tolist())) > len(set(plain[0, 3:].tolist()))   # ... the penalty stops it
     # with a huge penalty no token already in the context wins while an unseen one has logit > 0
-    assert len(set(penalised[0, 3:].tolist())) >= len(set(plain[0, 3:].tolist()))
+    with torch.no_grad():
+        logits = model(penalised[:, :-1]).logits[0, 2:]     # row t: the logits new token t was picked from
+    for t, row in enumerate(logits):
+        seen = set(penalised[0, :3 + t].tolist())
+        if any(row[v] > 0 for v in range(row.numel()) if v not in seen):
+            assert int(penalised[0, 3 + t]) not in seen, t
 
 
 def test_eos_stops_and_pads_finished_rows(tiny_config):

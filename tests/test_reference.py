@@ -1,52 +1,143 @@
-"""`gptbook compare`: the reader's figures against the stored quick-profile outputs."""
+"""The reference bands: how a cell is classified, what passes, what fails (gptbook.reference)."""
 import json
+import subprocess
+import sys
 
 import nbformat
+import pytest
 
 from gptbook import reference
 
 
-def _nb(path, outputs):
+def _nb(path, cells):
+    """cells: [(cell id, source, stdout text)] -> a notebook at path."""
     nb = nbformat.v4.new_notebook()
-    for src, text in outputs:
+    for cid, src, text in cells:
         c = nbformat.v4.new_code_cell(src)
+        c.id = cid
+        c.execution_count = 1
         c.outputs = [nbformat.v4.new_output("stream", name="stdout", text=text)]
         nb.cells.append(c)
+    path.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, path)
 
 
-def test_identical_run_has_no_diffs(tmp_path):
-    ref, run = tmp_path / "ref", tmp_path / "run"
-    ref.mkdir(), run.mkdir()
-    cells = [("print(loss)", "val loss 1.234, accuracy 0.81\n"), ("# NBVAL_IGNORE_OUTPUT\nt", "took 3.2 s\n")]
-    _nb(ref / "03_x.ipynb", cells)
-    _nb(run / "03_x.ipynb", cells)
-    diffs, n, notes = reference.compare(run, chapters_dir=ref)
-    assert diffs == [] and n == 2 and notes == []
+# three seeds: c1 deterministic, c2 trained figures, c3 sampled text
+RUNS = {
+    "1337": [("c1", "print(n)", "71,169 tokens\n"), ("c2", "print(acc)", "accuracy 0.812, loss 2.10.\n"),
+             ("c3", "print(sample)", "the cat\n")],
+    "1338": [("c1", "print(n)", "71,169 tokens\n"), ("c2", "print(acc)", "accuracy 0.790, loss 2.14.\n"),
+             ("c3", "print(sample)", "a dog sat\n")],
+    "2024": [("c1", "print(n)", "71,169 tokens\n"), ("c2", "print(acc)", "accuracy 0.801, loss 2.11.\n"),
+             ("c3", "print(sample)", "on the\n")],
+}
 
 
-def test_planted_deviation_is_reported(tmp_path, capsys, monkeypatch):
-    ref, run = tmp_path / "ref", tmp_path / "run"
-    ref.mkdir(), run.mkdir()
-    _nb(ref / "03_x.ipynb", [("print(loss)", "val loss 1.234, accuracy 0.81\n"),
-                             ("# NBVAL_IGNORE_OUTPUT", "took 3.2 s\n")])
-    _nb(run / "03_x.ipynb", [("print(loss)", "val loss 1.240, accuracy 0.60\n"),
-                             ("# NBVAL_IGNORE_OUTPUT", "took 9.9 s\n")])   # timing: ignored
-    diffs, n, _ = reference.compare(run, rtol=0.05, chapters_dir=ref)
-    assert len(diffs) == 1
-    d = diffs[0]
-    assert (d.reference, d.observed) == (0.81, 0.60) and "accuracy" in d.context
-    assert abs(d.rel - 0.2593) < 1e-3
-    monkeypatch.setattr(reference, "CHAPTERS_DIR", ref)
-    monkeypatch.setattr(reference.compare, "__defaults__", (0.05, 1e-6, ref))
-    assert reference.main([str(run)]) == 1
+@pytest.fixture
+def book(tmp_path, monkeypatch):
+    """chapters/ with one chapter (stored = seed 1337), three runs, and their reference file."""
+    chapters = tmp_path / "chapters"
+    _nb(chapters / "03_x.ipynb", RUNS["1337"])
+    for seed, cells in RUNS.items():
+        _nb(tmp_path / "seeds" / seed / "quick" / "03_x.ipynb", cells)
+    monkeypatch.setenv("GPTBOOK_REFERENCE_DIR", str(tmp_path / "ref"))
+    ref = reference.measure(sorted((tmp_path / "seeds").glob("*/quick")), chapters_dir=chapters)
+    reference.reference_path().parent.mkdir()
+    reference.reference_path().write_text(json.dumps(ref))
+    return tmp_path, chapters, ref
+
+
+def test_cells_are_classified_by_what_moves(book):
+    _, _, ref = book
+    cells = ref["chapters"]["03_x"]
+    assert "c1" not in cells                       # identical in every run: nbval compares exactly
+    assert cells["c2"]["kind"] == "bands" and cells["c2"]["skeleton"] == "accuracy §, loss §.\n"
+    assert cells["c3"]["kind"] == "free"
+    assert ref["runs"] == ["1337", "1338", "2024"]
+    acc, loss = cells["c2"]["figures"]
+    assert acc["seen"] == [0.812, 0.79, 0.801]
+    # range 0.022; pooled relative range also counts; lo/hi = min/max -/+ 2r
+    assert acc["band"][0] < 0.79 - 2 * 0.022 + 1e-9 and acc["band"][1] > 0.812 + 2 * 0.022 - 1e-9
+
+
+def test_band_rule():
+    assert reference.band([1.0, 1.0, 1.0], ["1.0", "1.0", "1.0"], None) == [0.8, 1.2]   # 2 printed units
+    lo, hi = reference.band([10.0, 11.0, 12.0], ["10", "11", "12"], pooled_rel=0.5)
+    assert (lo, hi) == (10.0 - 2 * 5.5, 12.0 + 2 * 5.5)     # the cell's pooled spread is larger
+    assert reference.unit("0.412") == pytest.approx(0.001) and reference.unit("17") == 1
+    assert reference.unit("1.5e-05") == pytest.approx(1e-6)
+
+
+def test_numbers_and_skeleton():
+    text = "loss 2.10. v1.2.3 and 77% of -3e-05"
+    assert [p for _, p, _ in reference.numbers(text)] == ["2.10", "77", "-3e-05"]
+    assert reference.skeleton(text) == "loss §. v1.2.3 and §% of §"
+    assert reference.skeleton("a   0.5\n  b") == "a §\n b"
+
+
+def _outs(text):
+    return [nbformat.v4.new_output("stream", name="stdout", text=text)]
+
+
+def test_check_passes_in_band_and_fails_outside(book):
+    _, _, ref = book
+    e, pats = ref["chapters"]["03_x"]["c2"], reference.sanitize_patterns()
+    assert reference.check(e, "print(acc)", _outs("accuracy 0.770, loss 2.20.\n"), pats) == []
+    probs = reference.check(e, "print(acc)", _outs("accuracy 0.500, loss 2.11.\n"), pats)
+    assert len(probs) == 1 and "0.500 is outside its band" in probs[0]
+    words = reference.check(e, "print(acc)", _outs("accuracy 0.80, loss 2.11, worse than TF-IDF.\n"), pats)
+    assert "words of the output differ" in words[0]
+    stale = reference.check(e, "print(acc, 1)", _outs("accuracy 0.80, loss 2.11.\n"), pats)
+    assert "source changed" in stale[0]
+
+
+def test_edited_cell_is_unmeasured(tmp_path, monkeypatch):
+    chapters = tmp_path / "chapters"
+    _nb(chapters / "03_x.ipynb", [("c2", "print(acc)  # edited", "accuracy 0.812\n")])
+    for seed, cells in RUNS.items():
+        _nb(tmp_path / "seeds" / seed / "quick" / "03_x.ipynb", cells)
+    ref = reference.measure(sorted((tmp_path / "seeds").glob("*/quick")), chapters_dir=chapters)
+    assert ref["chapters"]["03_x"]["c2"]["kind"] == "unmeasured"
+
+
+def test_compare_cli(book, capsys, monkeypatch):
+    tmp, chapters, _ = book
+    monkeypatch.setattr(reference, "CHAPTERS_DIR", chapters)
+    monkeypatch.setattr(reference.compare, "__defaults__", (chapters, "quick"))
+    _nb(tmp / "mine" / "03_x.ipynb", [("c1", "print(n)", "71,169 tokens\n"),
+                                     ("c2", "print(acc)", "accuracy 0.100, loss 2.11.\n"),
+                                     ("c3", "print(sample)", "anything at all\n")])
+    assert reference.main([str(tmp / "mine")]) == 1
     out = capsys.readouterr().out
-    assert "reference 0.81, yours 0.6" in out and "1 beyond" in out
+    assert "03_x c2: 0.100 is outside its band" in out and "1 problem(s)" in out
+    _nb(tmp / "ok" / "03_x.ipynb", RUNS["2024"])
+    assert reference.main([str(tmp / "ok")]) == 0
 
 
-def test_missing_chapter_is_a_note(tmp_path):
-    ref, run = tmp_path / "ref", tmp_path / "run"
-    ref.mkdir(), run.mkdir()
-    _nb(ref / "04_y.ipynb", [("x", "1\n")])
-    diffs, n, notes = reference.compare(run, chapters_dir=ref)
-    assert n == 0 and "04_y: not in" in notes[0]
+def test_measure_cli_refuses_too_few_runs(tmp_path):
+    with pytest.raises(SystemExit, match="at least 3"):
+        reference.main_measure([str(tmp_path), str(tmp_path)])
+
+
+@pytest.mark.slow
+def test_nbval_uses_the_bands(book):
+    """End to end through pytest + nbval: a figure in its band passes, one outside fails."""
+    tmp, chapters, ref = book
+    for name, value, want in (("pass", "0.8", 0), ("fail", "0.1", 1)):
+        nb = nbformat.v4.new_notebook()
+        c = nbformat.v4.new_code_cell(f'print("accuracy {value}05, loss 2.12.")')
+        c.id, c.execution_count = "c2", 1
+        c.outputs = _outs("accuracy 0.812, loss 2.10.\n")
+        nb.cells.append(c)
+        path = tmp / name / "03_x.ipynb"
+        path.parent.mkdir()
+        nbformat.write(nb, path)
+        e = json.loads(reference.reference_path().read_text())
+        e["chapters"]["03_x"]["c2"]["source"] = reference.source_hash(c.source)
+        reference.reference_path().write_text(json.dumps(e))
+        r = subprocess.run([sys.executable, "-m", "pytest", "-q", "--nbval", "--nbval-current-env",
+                            "-p", "gptbook.reference", "-p", "no:cacheprovider", str(path)],
+                           cwd=tmp, capture_output=True, text=True)
+        assert r.returncode == want, r.stdout[-3000:]
+        if want:
+            assert "outside the measured bands" in r.stdout and "0.105 is outside its band" in r.stdout

@@ -17,6 +17,7 @@ def _nb(path, body):
     return path
 
 
+@pytest.mark.slow
 def test_run_injects_profile_and_succeeds(tmp_path, capsys):
     nb = _nb(tmp_path / "09_demo.ipynb", "print('profile is', profile)")
     failed = runmod.run([str(nb)], profile="full", output_dir=str(tmp_path / "out"), progress=False)
@@ -27,6 +28,7 @@ def test_run_injects_profile_and_succeeds(tmp_path, capsys):
     assert "1/1 chapters ran" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_failure_names_chapter_and_cell(tmp_path, capsys):
     nb = _nb(tmp_path / "09_broken.ipynb", "raise ValueError('planted failure')")
     failed = runmod.run([str(nb)], output_dir=str(tmp_path / "out"), progress=False)
@@ -35,6 +37,7 @@ def test_failure_names_chapter_and_cell(tmp_path, capsys):
     assert "FAIL 09_broken" in out and "ValueError" in out and "planted failure" in out and "cell" in out
 
 
+@pytest.mark.slow
 def test_refresh_stores_clean_outputs(tmp_path):
     nb = _nb(tmp_path / "09_demo.ipynb", "print(40 + 2)")
     assert runmod.run([str(nb)], output_dir=str(tmp_path / "out"), refresh=True, progress=False) == 0

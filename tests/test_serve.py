@@ -10,7 +10,6 @@ from fastapi.testclient import TestClient
 
 from gptbook.deploy import serve
 from gptbook.generate import generate
-from gptbook.model import GPT
 
 
 class CharTokenizer:
@@ -30,11 +29,6 @@ SETTINGS = serve.ServeSettings(max_prompt_tokens=8, max_new_tokens=8, max_prompt
                                max_body_bytes=2000, timeout_s=20.0, max_concurrency=4)
 
 
-@pytest.fixture
-def model(tiny_config):
-    return GPT(tiny_config).eval()
-
-
 def slow(model, seconds):
     """Make every forward pass take at least `seconds` (a stand-in for a big model)."""
     model.register_forward_pre_hook(lambda m, a: time.sleep(seconds))
@@ -45,29 +39,29 @@ def post(client, body, **kw):
     return client.post("/v1/generate", json=body, **kw)
 
 
-def test_200_and_the_text_is_generate_s(model):
+def test_200_and_the_text_is_generate_s(tiny_model):
     tok = CharTokenizer()
-    with TestClient(serve.create_app(model, tok, SETTINGS)) as c:
+    with TestClient(serve.create_app(tiny_model, tok, SETTINGS)) as c:
         r = post(c, {"prompt": "hi there", "max_new_tokens": 5})
         assert r.status_code == 200, r.text
         body = r.json()
         assert body["prompt_tokens"] == 8 and 1 <= body["completion_tokens"] <= 5
         ids = torch.tensor([tok.encode("hi there").ids])
-        ref = generate(model, ids, 5, temperature=0.0, eos_token_id=0)[0, 8:].tolist()
+        ref = generate(tiny_model, ids, 5, temperature=0.0, eos_token_id=0)[0, 8:].tolist()
         assert body["text"] == tok.decode(ref[:body["completion_tokens"]])
         assert c.get("/healthz").json()["status"] == "ok"
         assert c.get("/v1/limits").json()["max_new_tokens"] == 8
 
 
-def test_seeded_sampling_repeats(model):
-    with TestClient(serve.create_app(model, CharTokenizer(), SETTINGS)) as c:
+def test_seeded_sampling_repeats(tiny_model):
+    with TestClient(serve.create_app(tiny_model, CharTokenizer(), SETTINGS)) as c:
         body = {"prompt": "abc", "max_new_tokens": 8, "temperature": 1.0, "top_k": 10, "seed": 7}
         assert post(c, body).json()["text"] == post(c, body).json()["text"]
 
 
-def test_401_without_the_api_key(model):
+def test_401_without_the_api_key(tiny_model):
     s = serve.ServeSettings(**{**SETTINGS.__dict__, "api_key": "s3cret"})
-    with TestClient(serve.create_app(model, CharTokenizer(), s)) as c:
+    with TestClient(serve.create_app(tiny_model, CharTokenizer(), s)) as c:
         assert post(c, {"prompt": "a"}).status_code == 401
         assert post(c, {"prompt": "a"}, headers={"X-API-Key": "wrong"}).status_code == 401
         assert post(c, {"prompt": "a"}, headers={"X-API-Key": "s3cret"}).status_code == 200
@@ -92,21 +86,21 @@ def test_401_without_the_api_key(model):
     ({"prompt": "a", "stream": True}, 422),                   # unknown field
     ({"prompt": 42}, 422),                                    # wrong type
 ])
-def test_4xx_for_bad_requests_and_the_server_keeps_serving(model, body, code):
-    with TestClient(serve.create_app(model, CharTokenizer(), SETTINGS)) as c:
+def test_4xx_for_bad_requests_and_the_server_keeps_serving(tiny_model, body, code):
+    with TestClient(serve.create_app(tiny_model, CharTokenizer(), SETTINGS)) as c:
         assert post(c, body).status_code == code
         assert post(c, {"prompt": "ok"}).status_code == 200
 
 
-def test_malformed_json_and_oversized_body(model):
-    with TestClient(serve.create_app(model, CharTokenizer(), SETTINGS)) as c:
+def test_malformed_json_and_oversized_body(tiny_model):
+    with TestClient(serve.create_app(tiny_model, CharTokenizer(), SETTINGS)) as c:
         r = c.post("/v1/generate", content=b"{not json", headers={"content-type": "application/json"})
         assert r.status_code == 422
         assert c.post("/v1/generate", content=b"x" * 3000).status_code == 413
 
 
-def test_metrics_counters_move(model):
-    app = serve.create_app(model, CharTokenizer(), SETTINGS)
+def test_metrics_counters_move(tiny_model):
+    app = serve.create_app(tiny_model, CharTokenizer(), SETTINGS)
     with TestClient(app) as c:
         ok = {"route": "/v1/generate", "code": "200"}
         before = serve.metric_value(app, "gptbook_http_requests_total", ok)
@@ -121,14 +115,15 @@ def test_metrics_counters_move(model):
         assert serve.metric_value(app, "gptbook_in_flight") == 0
 
 
-def test_settings_must_fit_the_context(model):
+def test_settings_must_fit_the_context(tiny_model):
     with pytest.raises(ValueError, match="block_size"):
-        serve.create_app(model, CharTokenizer(), serve.ServeSettings(max_prompt_tokens=10, max_new_tokens=10))
+        serve.create_app(tiny_model, CharTokenizer(), serve.ServeSettings(max_prompt_tokens=10, max_new_tokens=10))
 
 
-def test_429_when_full_over_real_http(model):
+@pytest.mark.slow
+def test_429_when_full_over_real_http(tiny_model):
     s = serve.ServeSettings(**{**SETTINGS.__dict__, "max_concurrency": 1})
-    app = serve.create_app(slow(model, 0.05), CharTokenizer(), s)
+    app = serve.create_app(slow(tiny_model, 0.05), CharTokenizer(), s)
     codes = []
     with serve.BackgroundServer(app) as srv, httpx.Client(base_url=srv.url, timeout=30) as c:
         def call():
@@ -145,9 +140,10 @@ def test_429_when_full_over_real_http(model):
     assert not srv.thread.is_alive()
 
 
-def test_504_on_timeout_and_the_slot_comes_back(model):
+@pytest.mark.slow
+def test_504_on_timeout_and_the_slot_comes_back(tiny_model):
     s = serve.ServeSettings(**{**SETTINGS.__dict__, "timeout_s": 0.3, "max_concurrency": 1})
-    app = serve.create_app(slow(model, 0.1), CharTokenizer(), s)
+    app = serve.create_app(slow(tiny_model, 0.1), CharTokenizer(), s)
     with serve.BackgroundServer(app) as srv, httpx.Client(base_url=srv.url, timeout=30) as c:
         r = c.post("/v1/generate", json={"prompt": "a", "max_new_tokens": 8})
         assert r.status_code == 504
