@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import statistics
@@ -41,7 +42,8 @@ SANITIZE_FILE = REFERENCE_DIR / "sanitize.cfg"
 K = 2.0                         # band half-width in units of r (see the module docstring)
 MIN_RUNS = 3                    # fewer runs than this measure no spread
 # a number: not inside a word or after a dot ("v1", "1.2.3"); a sentence's full stop may follow it
-NUMBER = re.compile(r"(?<![\w.])[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?(?!\w|\.\d)")
+# (NaN counts as a figure: pandas prints it where a model-dependent count has no mean)
+NUMBER = re.compile(r"(?<![\w.])(?:[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?(?!\w|\.\d)|NaN(?!\w))")
 MASK = "§"
 # what nbval compares besides text; images and widget ids it skips, and so do we
 SKIP_MIMES = ("image/png", "image/jpeg", "application/vnd.jupyter.widget-view+json")
@@ -106,6 +108,8 @@ def numbers(text: str) -> list:
 
 def unit(printed: str) -> float:
     """One unit of the last printed digit: '0.412' -> 0.001, '17' -> 1, '1.5e-05' -> 1e-06."""
+    if printed == "NaN":
+        return 0.0
     mant, _, exp = printed.lower().partition("e")
     decimals = len(mant.split(".")[1]) if "." in mant else 0
     return 10.0 ** (int(exp or 0) - decimals)
@@ -128,8 +132,12 @@ def _skipped_by_nbval(cell) -> bool:
 
 # ---------------------------------------------------------------------------- measuring bands
 
-def band(values: list, printed: list, pooled_rel: Optional[float]) -> list:
-    """[lo, hi] for one figure seen as `values` (see the rule in the module docstring)."""
+def band(values: list, printed: list, pooled_rel: Optional[float]) -> Optional[list]:
+    """[lo, hi] for one figure seen as `values` (see the rule in the module docstring); None (any value)
+    when some runs printed NaN and others a number, and ["NaN", "NaN"] when every run printed NaN."""
+    nans = sum(math.isnan(v) for v in values)
+    if nans:
+        return ["NaN", "NaN"] if nans == len(values) else None
     lo, hi = min(values), max(values)
     r = max(hi - lo, max(unit(p) for p in printed))
     if hi > lo and pooled_rel is not None:
@@ -146,13 +154,15 @@ def measure_cell(samples: list) -> dict:
         return {"kind": "free", "why": "the words differ between runs (sampled or model-dependent text)"}
     figs = [numbers(t) for t in texts]
     per_figure = list(zip(*figs))                       # one tuple of samples per figure
-    rels = [(max(v) - min(v)) / abs(statistics.fmean(v))
-            for v in ([x[0] for x in f] for f in per_figure) if max(v) > min(v) and statistics.fmean(v) != 0]
+    finite = ([x[0] for x in f] for f in per_figure)
+    rels = [(max(v) - min(v)) / abs(statistics.fmean(v)) for v in finite
+            if not any(map(math.isnan, v)) and max(v) > min(v) and statistics.fmean(v) != 0]
     pooled = statistics.median(rels) if rels else None
     bands = []
     for f in per_figure:
         values, printed = [x[0] for x in f], [x[1] for x in f]
-        bands.append({"band": band(values, printed, pooled), "seen": values, "context": f[0][2]})
+        bands.append({"band": band(values, printed, pooled), "context": f[0][2],
+                      "seen": ["NaN" if math.isnan(v) else v for v in values]})   # JSON has no NaN
     return {"kind": "bands", "skeleton": skeleton(texts[0]), "figures": bands}
 
 
@@ -235,7 +245,13 @@ def check(entry: dict, cell_source, outputs, patterns) -> list:
                 f"{MASK}):\n  expected: {entry['skeleton'][:800]!r}\n  got:      {skeleton(text)[:800]!r}"]
     problems = []
     for (value, printed, ctx), fig in zip(numbers(text), entry["figures"]):
+        if fig["band"] is None:                      # NaN in some runs, a number in others
+            continue
         lo, hi = fig["band"]
+        if lo == "NaN":
+            if not math.isnan(value):
+                problems.append(f"{printed} where every measured run printed NaN … {ctx.strip()}")
+            continue
         if not lo <= value <= hi:
             problems.append(f"{printed} is outside its band [{lo:.6g}, {hi:.6g}] (seen {fig['seen']}) … {ctx.strip()}")
     return problems

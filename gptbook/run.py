@@ -68,6 +68,12 @@ def run(chapters: Iterable[str] = (), profile: str = "quick", output_dir: str = 
     params = dict(parameters or {})
     if profile != "quick":
         params["profile"] = profile
+    for nb in paths:   # a misspelt -p NAME would be injected and silently ignored by the notebook
+        known = set(pm.inspect_notebook(str(nb)))
+        unknown = sorted(set(params) - known)
+        if unknown:
+            raise SystemExit(f"unknown parameter(s) {unknown} for {nb.stem}; its parameters are "
+                             f"{sorted(known)} (profile sizes are chosen with --profile)")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if refresh:  # stored outputs must not depend on the cache state: no progress bars (see config)
         os.environ["GPTBOOK_NO_PROGRESS"] = "1"
@@ -110,7 +116,7 @@ def main(argv=None):
     ap.add_argument("--refresh", action="store_true",
                     help="store the executed outputs back in chapters/ (quick profile; for nbval)")
     ap.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
-                    help="extra notebook parameter, e.g. -p max_steps=50 (value parsed as JSON)")
+                    help="notebook parameter, e.g. -p seed=2024 (value parsed as JSON)")
     a = ap.parse_args(argv)
     params = {}
     for kv in a.param:

@@ -141,3 +141,14 @@ def test_nbval_uses_the_bands(book):
         assert r.returncode == want, r.stdout[-3000:]
         if want:
             assert "outside the measured bands" in r.stdout and "0.105 is outside its band" in r.stdout
+
+
+def test_nan_figures():
+    e = reference.measure_cell([(f"a {v}", f"a {v}\n") for v in ("NaN", "1.5", "2.0")])
+    assert e["kind"] == "bands" and e["figures"][0]["band"] is None        # NaN in one run: any value
+    e = reference.measure_cell([(f"a NaN b {v}", f"a NaN b {v}\n") for v in ("1.5", "2.0", "1.7")])
+    pats = reference.sanitize_patterns()
+    e.update(source=reference.source_hash("x"))
+    assert e["figures"][0]["band"] == ["NaN", "NaN"]
+    assert reference.check(e, "x", _outs("a NaN b 1.8\n"), pats) == []
+    assert "every measured run printed NaN" in reference.check(e, "x", _outs("a 3 b 1.8\n"), pats)[0]

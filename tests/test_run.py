@@ -55,6 +55,9 @@ def test_bad_arguments_say_what_to_do(tmp_path):
         runmod.resolve(["99"])
     with pytest.raises(SystemExit, match="--refresh"):
         runmod.run(["01"], profile="full", refresh=True)
+    nb = _nb(tmp_path / "09_demo.ipynb", "print(1)")
+    with pytest.raises(SystemExit, match=r"unknown parameter\(s\) \['max_steps'\].*\['profile', 'seed'\]"):
+        runmod.run([str(nb)], parameters={"max_steps": 100}, output_dir=str(tmp_path / "out"))
 
 
 def test_cli_dispatch_unknown_command(capsys):
