@@ -6,7 +6,8 @@ PY     := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 PROFILE ?= quick
 export HF_HUB_OFFLINE ?= 1
-export GPTBOOK_CACHE ?= $(CURDIR)/build/cache
+# the cache (data, tokenizer, models) is build/cache: gptbook.data.cache_dir() defaults to it in a
+# checkout, for make and for every python -m gptbook command alike (GPTBOOK_CACHE overrides both)
 # stored notebook outputs are made and checked without progress bars (gptbook.config.progress_enabled)
 NBENV := GPTBOOK_NO_PROGRESS=1
 

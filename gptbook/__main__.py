@@ -23,7 +23,14 @@ def main(argv=None):
         print(msg)
         return 0
     module, _, func = COMMANDS[argv[0]][0].partition(":")
-    return getattr(importlib.import_module(module), func or "main")(argv[1:])
+    from .data import SetupError
+    try:
+        return getattr(importlib.import_module(module), func or "main")(argv[1:])
+    except SetupError as e:
+        # a problem of this machine (cache folder, cached file, data source): its message is the
+        # cause and the fix, so print that line, not a traceback into gptbook's code
+        print(f"error: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -114,10 +114,11 @@ def arithmetic_gpt(cfg: Profile, progress: bool = False):
                                     cfg.seed, cfg.dtype))
     path = data.cache_dir() / "models" / f"arith-{key}.pt"
     if path.exists():
-        model, extra = load_checkpoint(path)
+        model, extra = load_checkpoint(path, rebuild="the next run of chapter 04 trains it again")
         return model, History(**extra["history"])
     model, hist = pretrain_arithmetic(cfg, cfg.arith_steps, progress=progress)
-    save_checkpoint(model, path, {"history": hist.to_dict()})
+    with data.cache_write("the arithmetic model"):
+        save_checkpoint(model, path, {"history": hist.to_dict()})
     return model, hist
 
 

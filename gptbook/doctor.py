@@ -99,19 +99,25 @@ def check_dependencies(requirements=None, version_of=_version) -> list:
 
 def check_cache() -> Check:
     from . import data
+    where = "GPTBOOK_CACHE" if os.environ.get("GPTBOOK_CACHE") else "the default"
     try:
         d = data.cache_dir()
         with tempfile.NamedTemporaryFile(dir=d):
             pass
-        return Check("cache", OK, f"{d} is writable")
+        return Check("cache", OK, f"{d} is writable ({where})")
+    except data.SetupError as e:              # the folder cannot even be created
+        return Check("cache", FAIL, str(e).split("; fix: ")[0], data.CACHE_FIX)
     except OSError as e:
-        return Check("cache", FAIL, f"cannot write the cache: {e}",
-                     "set GPTBOOK_CACHE to a writable folder, e.g. export GPTBOOK_CACHE=$HOME/gptbook-cache")
+        return Check("cache", FAIL, f"cannot write the cache ({where}): {e}", data.CACHE_FIX)
 
 
 def check_data() -> Check:
-    from . import bundle
-    problems = bundle.verify()
+    from . import bundle, data
+    try:
+        problems = bundle.verify()
+    except data.SetupError:
+        return Check("data bundle", FAIL, "not checked: the cache folder is unusable (see cache above)",
+                     data.CACHE_FIX)
     if not problems:
         return Check("data bundle", OK, "every file present with its recorded sha256")
     offline = os.environ.get("HF_HUB_OFFLINE") == "1"
@@ -120,6 +126,46 @@ def check_data() -> Check:
     if offline:
         detail += " (offline mode: nothing will be downloaded from the hub, so the cache must be complete)"
     return Check("data bundle", FAIL, detail, "python -m gptbook data fetch " + " ".join(names) + " --force")
+
+
+def check_models() -> Check:
+    """Load every cached model and tokenizer: a truncated or corrupted file would otherwise pass
+    here and fail later in a chapter or in `serve` with a torch traceback."""
+    from . import data
+    try:
+        d = data.cache_dir()
+    except data.SetupError:
+        return Check("cached models", FAIL, "not checked: the cache folder is unusable (see cache above)",
+                     data.CACHE_FIX)
+    files = sorted((d / "models").glob("*.pt")) + sorted((d / "tokenizer").glob("*.json"))
+    bad = []
+    for path in files:
+        try:
+            _load_cached(path)
+        except Exception as e:  # noqa: BLE001 - any failure means the file cannot be used
+            bad.append((path, e))
+    if not bad:
+        return Check("cached models", OK, f"{len(files)} file(s) load (models, tokenizers)"
+                     + ("; none yet: chapter 03 trains the book's GPT" if not files else ""))
+    names = ", ".join(f"{p.name} ({type(e).__name__})" for p, e in bad[:3]) + (" ..." if len(bad) > 3 else "")
+    return Check("cached models", FAIL, f"{len(bad)} of {len(files)} cannot be loaded: {names}",
+                 "delete them (" + " ".join(f"rm '{p}'" for p, _ in bad[:3]) + ("; ..." if len(bad) > 3 else "")
+                 + "); the chapter that needs each one makes it again (the book's GPT: python -m gptbook run 03)")
+
+
+def _load_cached(path) -> None:
+    """Raise unless the cached file loads as what it is (a checkpoint with weights, a tokenizer)."""
+    if path.suffix == ".json":
+        from tokenizers import Tokenizer
+        Tokenizer.from_file(str(path))
+        return
+    import torch
+    ck = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(ck, dict) or "state_dict" not in ck:
+        raise ValueError("not a gptbook checkpoint (no state_dict)")
+    if "config" in ck:                         # a GPT checkpoint: build it, as load_checkpoint does
+        from .model import GPT, GPTConfig
+        GPT(GPTConfig(**ck["config"])).load_state_dict(ck["state_dict"])
 
 
 def check_jupyter() -> list:
@@ -154,7 +200,7 @@ def check_removed_apis() -> Check:
 def run_checks() -> list:
     checks = [check_python(), check_torch()]
     checks += check_dependencies()
-    checks += [check_cache(), check_data()]
+    checks += [check_cache(), check_data(), check_models()]
     checks += check_jupyter()
     checks.append(check_removed_apis())
     return checks
@@ -175,7 +221,8 @@ def render(checks) -> str:
 def main(argv=None):
     import argparse
     argparse.ArgumentParser(prog="python -m gptbook doctor",
-                            description="Check Python, torch, dependencies, data, cache, Jupyter.").parse_args(argv)
+                            description="Check Python, torch, dependencies, data, cache, cached models, "
+                                        "Jupyter.").parse_args(argv)
     checks = run_checks()
     print(render(checks))
     failed = [c for c in checks if c.status == FAIL]

@@ -259,9 +259,12 @@ def sentiment_classifier(cfg: Profile, progress: bool = True, retrain: bool = Fa
     pad_id = tok.token_to_id("<|pad|>")
     model = GPTForSequenceClassification(gpt, len(SENTIMENT_LABELS), pad_id)
     if path.exists() and not retrain:
-        ck = torch.load(path, map_location="cpu", weights_only=True)
-        model.load_state_dict(ck["state_dict"])
-        model.history = History(**ck["history"])
+        try:
+            ck = torch.load(path, map_location="cpu", weights_only=True)
+            model.load_state_dict(ck["state_dict"])
+            model.history = History(**ck["history"])
+        except Exception as e:  # noqa: BLE001 - truncated, corrupted or from another version
+            raise data.unreadable_cache_file(path, e, "the next run that needs it fine-tunes it again") from None
         return model.eval(), tok, SENTIMENT_LABELS
     torch.manual_seed(cfg.seed)
     nn.init.normal_(model.score.weight, std=0.02)
@@ -269,8 +272,9 @@ def sentiment_classifier(cfg: Profile, progress: bool = True, retrain: bool = Fa
     model.history = train_head(model, encode(tok, [t for t, _ in split], cfg.block_size), [y for _, y in split],
                cfg, pad_id, progress=progress)
     model.cpu().eval()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save({"state_dict": model.state_dict(), "history": model.history.to_dict()}, tmp)
-    tmp.replace(path)
+    with data.cache_write("the sentiment model"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        torch.save({"state_dict": model.state_dict(), "history": model.history.to_dict()}, tmp)
+        tmp.replace(path)
     return model, tok, SENTIMENT_LABELS

@@ -1,7 +1,8 @@
 """The one sampling loop of the book, shared by chapters, widgets and the HTTP service."""
 from __future__ import annotations
 
-from typing import Optional
+import math
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -10,6 +11,10 @@ import torch.nn.functional as F
 def check_sampling(temperature: float = 1.0, top_k: Optional[int] = None,
                    top_p: Optional[float] = None, repetition_penalty: float = 1.0):
     """Raise a ValueError that says what is allowed for each sampling control."""
+    # NaN passes every comparison below (NaN < 0 is False), so finiteness is checked first
+    for name, value in (("temperature", temperature), ("top_p", top_p), ("repetition_penalty", repetition_penalty)):
+        if value is not None and not math.isfinite(value):
+            raise ValueError(f"{name} must be a finite number, got {value}")
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
     if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
@@ -26,7 +31,11 @@ def apply_repetition_penalty(logits, idx, penalty: float):
         return logits
     seen = torch.gather(logits, 1, idx)
     seen = torch.where(seen > 0, seen / penalty, seen * penalty)
-    return logits.scatter(1, idx, seen)
+    # a tiny penalty (1e-300 is 0 in float32) would turn a seen logit into inf and the probabilities
+    # into NaN; clamping to the largest finite value keeps the limit (that token wins) and changes
+    # nothing for ordinary penalties
+    finfo = torch.finfo(seen.dtype)
+    return logits.scatter(1, idx, seen.clamp(finfo.min, finfo.max))
 
 
 def sample_next(logits, temperature: float = 1.0, top_k: Optional[int] = None,
@@ -34,7 +43,15 @@ def sample_next(logits, temperature: float = 1.0, top_k: Optional[int] = None,
     """Pick the next token from logits (B, V) -> (B, 1). temperature 0 = greedy (argmax)."""
     if temperature == 0:
         return logits.argmax(dim=-1, keepdim=True)
-    logits = logits / temperature
+    scaled = logits / temperature
+    # A temperature so small that logits / temperature overflows (1e-40 in float32), or that is 0 in
+    # float32 (5e-324), gives inf or NaN and then NaN probabilities. That is the greedy limit, so such
+    # a row keeps only its largest logit. Rows that stayed finite are untouched.
+    overflow = ~torch.isfinite(scaled.amax(dim=-1, keepdim=True))
+    if bool(overflow.any()):
+        top = torch.full_like(logits, float("-inf")).scatter(1, logits.argmax(dim=-1, keepdim=True), 0.0)
+        scaled = torch.where(overflow, top, scaled)
+    logits = scaled
     if top_k is not None:
         # keep the k largest logits, drop the rest
         v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
@@ -54,12 +71,15 @@ def sample_next(logits, temperature: float = 1.0, top_k: Optional[int] = None,
 def generate(model, idx, max_new_tokens: int, temperature: float = 1.0, top_k: Optional[int] = None,
              top_p: Optional[float] = None, repetition_penalty: float = 1.0, use_cache: bool = True,
              attention_mask=None, eos_token_id: Optional[int] = None,
-             generator: Optional[torch.Generator] = None):
+             generator: Optional[torch.Generator] = None,
+             on_token: Optional[Callable[[torch.Tensor], bool]] = None):
     """Append max_new_tokens to idx (B, T) and return (B, T + new).
 
     Batched prompts are LEFT-padded with attention_mask (B, T) marking real tokens, so every row's
     next token sits at the same position. With use_cache the keys and values of earlier tokens are
     kept (model.forward's past_key_values) and each step feeds only the newest token.
+    on_token, when given, is called after each step with that step's new tokens (B, 1); returning
+    True stops the generation there (the HTTP service streams text and ends at stop strings with it).
     """
     check_sampling(temperature, top_k, top_p, repetition_penalty)
     if max_new_tokens < 0:
@@ -92,6 +112,8 @@ def generate(model, idx, max_new_tokens: int, temperature: float = 1.0, top_k: O
         idx = torch.cat([idx, idx_next], dim=1)
         if mask is not None:
             mask = torch.cat([mask, torch.ones_like(idx_next, dtype=mask.dtype)], dim=1)
+        if on_token is not None and on_token(idx_next):
+            break
         if eos_token_id is not None and bool(finished.all()):
             break
     model.train(was_training)

@@ -36,13 +36,22 @@ def book_tokenizer(vocab_size: int = 4096, corpus_chars: Optional[int] = 2_000_0
     from . import data
     path = data.cache_dir() / "tokenizer" / f"bpe-{vocab_size}-{corpus_chars or 'all'}.json"
     if path.exists():
-        return Tokenizer.from_file(str(path))
+        try:
+            return Tokenizer.from_file(str(path))
+        except Exception as e:  # noqa: BLE001 - the tokenizers library raises a bare Exception
+            raise data.unreadable_cache_file(path, e, "the next use trains it again (a few seconds)") from None
     en = data.load_shakespeare(corpus_chars)
     zh = data.load_chinese_text(corpus_chars // 4 if corpus_chars else None)
     lines = en.splitlines() + zh.splitlines()
     tmp = path.with_suffix(".tmp")
-    tok = train_bpe(lines, vocab_size, tmp)
-    tmp.replace(path)
+    try:
+        with data.cache_write("the tokenizer"):
+            tok = train_bpe(lines, vocab_size, tmp)
+            tmp.replace(path)
+    except Exception as e:  # noqa: BLE001 - tokenizers' save() raises a bare Exception ("... (os error 13)")
+        if isinstance(e, data.SetupError) or "os error" not in str(e):
+            raise
+        raise data.SetupError(f"cannot write the tokenizer to the cache ({e}); fix: {data.CACHE_FIX}") from None
     return tok
 
 

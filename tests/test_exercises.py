@@ -1,9 +1,9 @@
 """Exercises: every problem's checks, the notebooks' nbgrader metadata, release and grading.
 
-Grading executes 12 notebooks in Jupyter kernels (5 sources, 5 released copies, one damaged
-submission, one nbgrader autograde); one module-scoped fixture runs them in 3 threads. The file
-needs about 75 s of CPU; wall time was 3.5 min on a shared, heavily loaded 2-core machine. The tests
-that grade in kernels are marked slow: `make unit` leaves them out, `make test` runs them.
+Grading executes 15 notebooks in Jupyter kernels (5 sources, 5 released copies, one damaged
+submission, two that monkeypatch the checker, one whose kernel dies, and nbgrader autograde of four
+submissions); one module-scoped fixture runs them in 3 threads. The tests that grade in kernels are
+marked slow: `make unit` leaves them out, `make test` runs them.
 """
 import copy
 import importlib
@@ -298,9 +298,33 @@ def _tampered(tmp):
     return path
 
 
+# A submission that patches the checker instead of answering (the probe of 2026-11-28 got full
+# marks with it under both graders): every answer is the stub.
+MONKEYPATCH = ("import gptbook.exercises.core as _c\n"
+               "_c.Problem.evaluate = lambda self, fn: _c.Outcome(_c.CORRECT, '', self.name)\n"
+               "_c.Problem.grade = lambda self, fn, strict=None: None\n")
+
+
+def _monkeypatched(nb):
+    """The released copy of `nb` (all stubs) with MONKEYPATCH at the top of the first answer cell."""
+    nb = cli.strip_solutions(nb)
+    first = next(c for c in nb.cells if cli.meta(c).get("solution"))
+    first.source = MONKEYPATCH + first.source
+    return nb
+
+
+def _dies_after_first_answer(nb):
+    """The source (all correct), but the kernel dies in the second answer cell."""
+    nb = copy.deepcopy(nb)
+    answers = [c for c in nb.cells if cli.meta(c).get("solution")]
+    answers[1].source += "\nimport os\nos._exit(1)"
+    return nb
+
+
 def _nbgrader_pipeline(course):
-    """nbgrader generate_assignment + autograde of chapter 01 for a full-marks and an empty
-    submission -> {student: (score, max_score)}, or None when nbgrader is not installed."""
+    """nbgrader generate_assignment + autograde of chapter 01, with the repository's judge, for a
+    full-marks (alice), an empty (bob), a monkeypatching (mallory) and a dying (carol) submission
+    -> {student: (score, max_score)}, or None when nbgrader is not installed."""
     try:
         from nbgrader.api import Gradebook
     except ImportError:
@@ -310,18 +334,23 @@ def _nbgrader_pipeline(course):
     (course / "source" / a / SOURCES["01"].name).write_bytes(SOURCES["01"].read_bytes())
     db = f"sqlite:///{course / 'gradebook.db'}"
     (course / "nbgrader_config.py").write_text(
-        f"c = get_config()\nc.CourseDirectory.db_url = {db!r}\nc.Execute.timeout = 60\n")
+        f"c = get_config()\nc.CourseDirectory.db_url = {db!r}\nc.Execute.timeout = 60\n"
+        "from gptbook.exercises.nbgrader_judge import configure\nconfigure(c)\n")
     env = dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1")
     env.pop("GPTBOOK_GRADING", None)
     run = lambda *args: subprocess.run([sys.executable, "-m", "nbgrader", *args], cwd=course, env=env,  # noqa: E731
-                                       capture_output=True, text=True, timeout=300, check=True)
+                                       capture_output=True, text=True, timeout=400, check=True)
     run("generate_assignment", a, "--create", "--force")
-    for student, nb in (("alice", course / "source" / a), ("bob", course / "release" / a)):
+    source = nbformat.read(SOURCES["01"], as_version=4)
+    released = nbformat.read(course / "release" / a / SOURCES["01"].name, as_version=4)
+    for student, nb in (("alice", source), ("bob", released), ("mallory", _monkeypatched(source)),
+                        ("carol", _dies_after_first_answer(source))):
         (course / "submitted" / student / a).mkdir(parents=True)
-        (course / "submitted" / student / a / SOURCES["01"].name).write_bytes((nb / SOURCES["01"].name).read_bytes())
+        nbformat.write(nb, course / "submitted" / student / a / SOURCES["01"].name)
     run("autograde", a, "--create", "--force")
     with Gradebook(db) as gb:
-        return {s: (gb.find_submission(a, s).score, gb.find_submission(a, s).max_score) for s in ("alice", "bob")}
+        return {s: (gb.find_submission(a, s).score, gb.find_submission(a, s).max_score)
+                for s in ("alice", "bob", "mallory", "carol")}
 
 
 @pytest.fixture(scope="module")
@@ -332,6 +361,12 @@ def graded(tmp_path_factory):
     jobs = {("source", ch): (SOURCES[ch], 60) for ch in CHAPTERS}
     jobs.update({("release", ch): (released[CHAPTERS[ch]], 60) for ch in CHAPTERS})
     jobs[("tampered", "01")] = (_tampered(tmp), 20)
+    for ch, make in (("01", _monkeypatched), ("03", _monkeypatched), ("01", _dies_after_first_answer)):
+        kind = "monkeypatch" if make is _monkeypatched else "dies"
+        path = tmp / kind / ch / SOURCES[ch].name
+        path.parent.mkdir(parents=True)
+        nbformat.write(make(nbformat.read(SOURCES[ch], as_version=4)), path)
+        jobs[(kind, ch)] = (path, 30)
     with ThreadPoolExecutor(max_workers=3) as pool:
         nbgrader_job = pool.submit(_nbgrader_pipeline, tmp / "course")
         futures = {k: pool.submit(cli.grade_notebook, p, SOURCES[k[1]], t) for k, (p, t) in jobs.items()}
@@ -391,6 +426,24 @@ def test_nbgrader_generate_and_autograde(graded):
         pytest.skip("nbgrader is not installed")
     assert isinstance(scores, dict), scores
     assert scores["alice"] == (8.0, 8.0) and scores["bob"] == (0.0, 8.0), scores
+    assert scores["mallory"] == (0.0, 8.0), scores          # the patched checker earns nothing
+    assert scores["carol"] == (1.0, 8.0), scores            # nbgrader alone would void the notebook
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("ch", ["01", "03"])
+def test_monkeypatching_the_checker_scores_zero(graded, ch):
+    rep = graded[("monkeypatch", ch)]
+    assert rep.max_score > 0 and rep.score == 0, rep.text()
+    assert all(r.status == NOT_ATTEMPTED for r in rep.rows), rep.text()
+
+
+@pytest.mark.slow
+def test_a_dying_kernel_costs_only_the_problems_after_it(graded):
+    rep = graded[("dies", "01")]
+    rows = {r.problem: r for r in rep.rows}
+    assert rows["causal_mask"].status == CORRECT and rep.score == 1, rep.text()
+    assert all(r.status == "not run" for r in rep.rows[1:]) and "kernel died" in rep.error, rep.text()
 
 
 def test_release_removes_hidden_tests():
@@ -410,3 +463,115 @@ def test_every_problem_has_its_text_and_missing_texts_are_refused():
         assert core.problem_text(q.name)["chapter"] == k and q.hints and (q.__doc__ or "").strip()
     with pytest.raises(KeyError, match="problems.toml"):
         core.function_problem("no_such_problem", reference=len)(lambda: [])
+
+
+# ---------------------------------------------------------------- the judge: records read outside the kernel
+
+def test_wire_round_trip_is_plain_data(tmp_path):
+    from gptbook.exercises import core
+    import numpy as np
+    value = [torch.arange(3), (1, 2.5, "x", None, True), {"a": torch.zeros(2, dtype=torch.bool), 3: [4]},
+             np.float32(0.5), nn.Linear(2, 2), np.zeros(2), nn.Parameter(torch.ones(2))]
+    path = tmp_path / "rec.pt"
+    torch.save(core.to_wire(value), path)
+    back = core.from_wire(torch.load(path, weights_only=True))   # no code runs while reading
+    assert torch.equal(back[0], torch.arange(3)) and back[1] == (1, 2.5, "x", None, True)
+    assert torch.equal(back[2]["a"], torch.zeros(2, dtype=torch.bool)) and back[2][3] == [4]
+    assert back[3] == 0.5 and type(back[3]) is float
+    assert isinstance(back[4], core.Foreign) and back[4].type_name == "Linear" and "module" in back[4].text
+    assert back[5].type_name == "ndarray" and type(back[6]) is torch.Tensor
+    loop = []
+    loop.append(loop)
+    assert core.from_wire(core.to_wire(loop))                    # a list that contains itself: cut off
+    for bad in ("x", ["tensor", 3], ["v", object()], ["dict", [[1]]], ["nope", 1]):
+        with pytest.raises(ValueError):
+            core.from_wire(bad)
+    q = MODULES["01"].causal_mask_cases()
+    out = q.judge([{"value": core.to_wire(nn.Linear(2, 2))}])
+    assert out.status == INCORRECT and "expected a tensor, got Linear" in out.message, out
+
+
+def _planned(tmp_path, name):
+    from gptbook.exercises import judge
+    return judge.Planned(f"test_{name}", name, tmp_path / f"{name}.pt", None, None)
+
+
+@pytest.mark.parametrize("ch,q", [PROBLEMS[0], next(p for p in PROBLEMS if p[1].name == "LoRALinear")],
+                         ids=["causal_mask", "LoRALinear"])
+def test_record_then_judge_in_another_place(ch, q, tmp_path):
+    from gptbook.exercises import core, judge
+    p = _planned(tmp_path, q.name)
+    stub = _StubClass if isinstance(q.reference, type) else _stub
+    for answer, status in ((q.reference, CORRECT), (stub, NOT_ATTEMPTED), (MODULES[ch].WRONG[q.name], INCORRECT)):
+        core.record(q.name, lambda answer=answer: answer, str(p.path))
+        assert judge.judge_record(p).status == status
+    core.record(q.name, lambda: undefined_name, str(p.path))  # noqa: F821 - the learner never defined it
+    out = judge.judge_record(p)
+    assert out.status == INCORRECT and "not defined" in out.message
+
+
+def test_judge_trusts_no_claim_only_values(tmp_path):
+    """The grader recomputes the reference: a record must contain the right values, and a file that
+    is not a record (or not for this problem) is incorrect, not an error of the grader."""
+    from gptbook.exercises import core, judge
+    p = _planned(tmp_path, "causal_mask")
+    assert judge.judge_record(p) is None                       # not recorded: the caller says why
+    wrong = [{"value": core.to_wire(torch.ones(T, T, dtype=torch.bool))} for T in (1, 4, 7)]
+    for rec in ({"problem": "causal_mask", "observations": wrong},
+                {"problem": "causal_mask", "observations": [{"status": "correct"}]},
+                {"problem": "causal_mask", "observations": wrong[:1] + [{"value": ["v", True]}]},
+                {"problem": "causal_mask", "observations": "correct"},
+                {"problem": "attention", "observations": []}, ["not", "a", "dict"]):
+        torch.save(rec, p.path)
+        assert judge.judge_record(p).status == INCORRECT, rec
+    p.path.write_bytes(b"not a torch file")
+    assert "unreadable" in judge.judge_record(p).message
+
+
+def test_add_record_cells_after_known_test_cells(tmp_path):
+    from gptbook.exercises import judge
+    nb = nbformat.read(SOURCES["01"], as_version=4)
+    custom = nbformat.v4.new_code_cell("assert True")
+    custom.metadata["nbgrader"] = {"grade": True, "grade_id": "test_teachers_own", "locked": True,
+                                   "points": 1, "solution": False, "schema_version": 3, "task": False}
+    nb.cells.append(custom)
+    n = len(nb.cells)
+    plan = judge.add_record_cells(nb, tmp_path)
+    assert sorted(plan) == sorted(f"test_{q.name}" for q in MODULES["01"].problems())
+    assert len(nb.cells) == n + len(plan)
+    for p in plan.values():
+        i = next(i for i, c in enumerate(nb.cells) if c is p.test_cell)
+        assert nb.cells[i + 1] is p.record_cell and judge.is_record_cell(p.record_cell)
+        assert f"lambda: {p.problem}" in p.record_cell.source and str(p.path) in p.record_cell.source
+
+
+@pytest.mark.parametrize("bad", ["0", "-1", "nan", "inf", "abc"])
+def test_grade_timeout_cannot_be_switched_off(bad, capsys, tmp_path):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["grade", str(tmp_path / "x.ipynb"), "--timeout", bad])
+    assert e.value.code == 2
+    assert "--timeout" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="positive number of seconds|number of seconds"):
+        cli.grade_notebook(tmp_path / "x.ipynb", timeout=float(bad) if bad != "abc" else bad)
+
+
+def test_grade_missing_submission_is_an_error_naming_it(capsys, tmp_path):
+    missing = tmp_path / "nope" / "01_architecture_exercises.ipynb"
+    assert cli.main(["grade", str(missing)]) == 2
+    assert f"submission not found: {missing}" in capsys.readouterr().err
+    rep = cli.grade_notebook(missing)
+    assert rep.error == f"submission not found: {missing}" and not rep.rows
+    with pytest.raises(SystemExit):
+        cli.main(["grade", str(missing), "--source", str(tmp_path / "no_source.ipynb")])
+
+
+def test_nbgrader_config_installs_the_judge():
+    pytest.importorskip("nbgrader")
+    from traitlets.config import Config
+    from nbgrader.preprocessors import Execute
+    from gptbook.exercises.nbgrader_judge import JudgedExecute, configure
+    c = Config()
+    configure(c)
+    steps = c.Autograde.autograde_preprocessors
+    assert JudgedExecute in steps and Execute not in steps
+    assert "configure(c)" in (ROOT / "nbgrader_config.py").read_text()

@@ -143,7 +143,12 @@ def test_bad_sampling_settings_raise(tiny_config):
     idx = rand_idx(tiny_config, T=4)
     for kw, msg in [({"temperature": -1}, "temperature"), ({"top_k": 0}, "top_k"),
                     ({"top_p": 0.0}, "top_p"), ({"top_p": 1.5}, "top_p"),
-                    ({"repetition_penalty": 0}, "repetition_penalty")]:
+                    ({"repetition_penalty": 0}, "repetition_penalty"),
+                    ({"temperature": float("nan")}, "temperature must be a finite"),   # NaN < 0 is False
+                    ({"temperature": float("inf")}, "temperature must be a finite"),
+                    ({"top_p": float("nan")}, "top_p"),
+                    ({"repetition_penalty": float("nan")}, "repetition_penalty must be a finite"),
+                    ({"repetition_penalty": float("inf")}, "repetition_penalty must be a finite")]:
         with pytest.raises(ValueError, match=msg):
             check_sampling(**kw)
         with pytest.raises(ValueError, match=msg):
@@ -297,6 +302,28 @@ def test_repetition_penalty():
     out = apply_repetition_penalty(logits, torch.tensor([[0, 1, 1]]), 2.0)
     assert out.tolist() == [[1.0, -4.0, 1.0, 0.5]]   # seen: 2 -> 1, -2 -> -4; unseen unchanged
     assert apply_repetition_penalty(logits, torch.tensor([[0]]), 1.0) is logits
+
+
+def test_tiny_temperatures_and_penalties_are_the_greedy_limit_not_nan():
+    logits = torch.randn(5, 50) * 10
+    for t in (1e-40, 5e-324):   # logits / t overflows float32; 5e-324 is 0 in float32
+        assert torch.equal(sample_next(logits, temperature=t).squeeze(1), logits.argmax(-1))
+    # at t = 1e-37 the first row overflows (greedy); the second, of size ~1e-37, stays finite (sampled)
+    mixed = torch.stack([logits[0], torch.randn(50) * 1e-37]).repeat(200, 1)
+    drawn = sample_next(mixed, temperature=1e-37, generator=torch.Generator().manual_seed(0)).squeeze(1)
+    assert (drawn[0::2] == logits[0].argmax()).all() and len(set(drawn[1::2].tolist())) > 5
+    out = apply_repetition_penalty(logits, torch.tensor([[0, 1]] * 5), 1e-300)
+    assert torch.isfinite(out).all()
+    assert sample_next(out, temperature=1.0, generator=torch.Generator().manual_seed(0)).shape == (5, 1)
+
+
+def test_on_token_sees_each_step_and_can_stop(tiny_config):
+    model = make(tiny_config)
+    idx = rand_idx(tiny_config, B=1, T=3)
+    seen = []
+    out = generate(model, idx, 8, temperature=0, on_token=lambda t: seen.append(t.item()) or len(seen) == 3)
+    assert out.shape == (1, 6) and seen == out[0, 3:].tolist()
+    assert torch.equal(out, generate(model, idx, 3, temperature=0))   # stopping changes nothing before
 
 
 def test_repetition_penalty_changes_greedy_generation(tiny_config):

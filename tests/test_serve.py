@@ -1,6 +1,9 @@
 """The HTTP service, exercised with real clients: TestClient in-process, httpx against uvicorn."""
+import json
+import socket
 import threading
 import time
+from collections import Counter
 from types import SimpleNamespace
 
 import httpx
@@ -10,6 +13,7 @@ from fastapi.testclient import TestClient
 
 from gptbook.deploy import serve
 from gptbook.generate import generate
+from gptbook.model import GPT, GPTConfig
 
 
 class CharTokenizer:
@@ -150,6 +154,11 @@ def test_504_on_timeout_and_the_slot_comes_back(tiny_model):
         time.sleep(0.3)   # the worker stops at its next forward pass and frees the only slot
         assert c.post("/v1/generate", json={"prompt": "a", "max_new_tokens": 1}).status_code == 200
         assert serve.metric_value(app, "gptbook_http_errors_total", {"code": "504"}) == 1
+        # a stream has sent its 200 already: the timeout arrives as an error event, as OpenAI's do
+        r = c.post("/v1/completions", json={"prompt": "a", "max_tokens": 8, "temperature": 0, "stream": True})
+        assert r.status_code == 200 and json.loads(sse(r.text)[-1])["error"]["code"] == "timeout"
+        time.sleep(0.3)
+        assert c.post("/v1/generate", json={"prompt": "a", "max_new_tokens": 1}).status_code == 200
 
 
 def test_only_loopback():
@@ -157,3 +166,388 @@ def test_only_loopback():
         serve.BackgroundServer(object(), host="0.0.0.0")
     with pytest.raises(SystemExit):
         serve.main(["--host", "0.0.0.0"])
+
+
+# ------------------------------------------------------------------ inputs that once gave 500s
+
+def raw(client, path, body: bytes, **headers):
+    return client.post(path, content=body, headers={"content-type": "application/json", **headers})
+
+
+@pytest.mark.parametrize("body", [
+    b'{"prompt": "a", "temperature": NaN}',             # Python's json reads NaN, Infinity, 1e999
+    b'{"prompt": "a", "temperature": Infinity}',
+    b'{"prompt": "a", "temperature": -Infinity}',
+    b'{"prompt": "a", "top_p": NaN}',
+    b'{"prompt": "a", "repetition_penalty": NaN}',
+    b'{"prompt": "a", "repetition_penalty": Infinity}',
+    b'{"prompt": "a", "temperature": 1e999}',
+    b'{"prompt": "a\\ud800b"}',                          # a lone surrogate: valid JSON, not valid text
+    b'{"prompt": "a", "\\udfff": 1}',                    # ... in an unknown field's name, quoted by the 422
+    b'{"prompt": "a", "max_new_tokens": "3"}',          # strict: strings and booleans are not counts
+    b'{"prompt": "a", "max_new_tokens": true}',
+    b'[' * 5000,                                         # nested past Python's recursion limit
+    b'{"prompt": "a", "seed": 1e400}',
+])
+def test_non_finite_numbers_surrogates_and_nesting_get_4xx(tiny_model, body):
+    with TestClient(serve.create_app(tiny_model, CharTokenizer(), SETTINGS)) as c:
+        r = raw(c, "/v1/generate", body)
+        assert 400 <= r.status_code < 500, r.text
+        assert len(r.content) < 1000                     # the error names the problem, it does not echo input
+        assert post(c, {"prompt": "ok"}).status_code == 200
+
+
+@pytest.mark.parametrize("body", [
+    {"prompt": "ab", "temperature": 1e-40},              # logits / t overflows float32
+    {"prompt": "ab", "temperature": 5e-324},             # 0 in float32
+    {"prompt": "ab", "temperature": 1.0, "repetition_penalty": 1e-300},
+    {"prompt": "ab", "temperature": 2.0, "repetition_penalty": 1e-300, "top_p": 1e-12},
+])
+def test_extreme_sampling_values_sample(tiny_model, body):
+    with TestClient(serve.create_app(tiny_model, CharTokenizer(), SETTINGS)) as c:
+        r = post(c, {**body, "max_new_tokens": 8})
+        assert r.status_code == 200, r.text
+
+
+def test_a_form_body_is_refused_with_the_content_type_named(tiny_model):
+    """The chapter's `curl -d '{...}'` without -H sends application/x-www-form-urlencoded."""
+    with TestClient(serve.create_app(tiny_model, CharTokenizer(), SETTINGS)) as c:
+        r = c.post("/v1/generate", content=b'{"prompt": "hi"}',
+                   headers={"content-type": "application/x-www-form-urlencoded"})
+        assert r.status_code == 422
+        msg = r.json()["detail"][0]["msg"]
+        assert "application/x-www-form-urlencoded" in msg and "Content-Type: application/json" in msg
+        assert "missing" in c.post("/v1/generate", content=b'{"prompt": "hi"}').json()["detail"][0]["msg"]
+        assert raw(c, "/v1/generate", b'{"prompt": "hi"}').status_code == 200
+        r = raw(c, "/v1/generate", b'{"prompt": "hi"}', **{"content-type": "application/json; charset=utf-8"})
+        assert r.status_code == 200
+
+
+def test_the_api_key_guards_every_route_but_healthz(tiny_model):
+    s = serve.ServeSettings(**{**SETTINGS.__dict__, "api_key": "s3cret"})
+    with TestClient(serve.create_app(tiny_model, CharTokenizer(), s)) as c:
+        for path in ("/metrics", "/docs", "/openapi.json", "/v1/models", "/v1/limits"):
+            assert c.get(path).status_code == 401, path
+            assert c.get(path, headers={"X-API-Key": "s3cret"}).status_code == 200, path
+            assert c.get(path, headers={"Authorization": "Bearer s3cret"}).status_code == 200, path
+        assert c.get("/healthz").status_code == 200
+        for key in ("sécret".encode(), b"s3cret\xe9", b""):   # non-ASCII bytes are compared, not a 500
+            assert post(c, {"prompt": "a"}, headers={"X-API-Key": key}).status_code == 401
+        assert post(c, {"prompt": "a"}, headers={"Authorization": "Bearer wrong"}).status_code == 401
+        r = c.post("/v1/completions", json={"prompt": "a"}, headers={"Authorization": "Basic s3cret"})
+        assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
+
+
+def test_a_500_is_json_counted_and_the_server_goes_on(tiny_model):
+    app = serve.create_app(tiny_model, CharTokenizer(), SETTINGS)
+    broken = {"on": True}
+
+    def bug(module, args):
+        if broken["on"]:
+            raise RuntimeError("a bug in the model")
+    tiny_model.register_forward_pre_hook(bug)
+    with TestClient(app) as c:
+        r = post(c, {"prompt": "a"})
+        assert r.status_code == 500 and "RuntimeError" in r.json()["detail"]
+        assert serve.metric_value(app, "gptbook_http_requests_total", {"route": "/v1/generate", "code": "500"}) == 1
+        assert serve.metric_value(app, "gptbook_http_errors_total", {"code": "500"}) == 1
+        assert serve.metric_value(app, "gptbook_generate_latency_seconds_count") == 1
+        assert 'code="500"' in c.get("/metrics").text
+        broken["on"] = False
+        assert post(c, {"prompt": "a"}).status_code == 200
+        assert serve.metric_value(app, "gptbook_in_flight") == 0
+
+
+def test_settings_and_cli_refuse_impossible_values(capsys):
+    with pytest.raises(ValueError, match="max_new_tokens must be >= 1"):
+        serve.ServeSettings(max_new_tokens=0).check()
+    with pytest.raises(ValueError, match="timeout_s"):
+        serve.ServeSettings(timeout_s=float("nan")).check()
+    for argv, says in [(["--max-new-tokens", "0"], "--max-new-tokens must be >= 1"),
+                       (["--max-new-tokens", "-5"], "--max-new-tokens must be >= 1"),
+                       (["--max-new-tokens", "500"], "leaves no room for a prompt"),
+                       (["--max-prompt-tokens", "100"], "exceeds the model's block_size"),
+                       (["--max-concurrency", "0"], "--max-concurrency must be >= 1"),
+                       (["--timeout", "0"], "--timeout must be a number > 0"),
+                       (["--timeout", "-1"], "--timeout must be a number > 0"),
+                       (["--timeout", "nan"], "--timeout must be a number > 0"),
+                       (["--port", "99999"], "--port must be in 1..65535"),
+                       (["--port", "0"], "--port must be in 1..65535"),
+                       (["--profile", "bogus"], "invalid choice: 'bogus'"),
+                       (["--host", "0.0.0.0"], "set --api-key"),
+                       (["--host", "::"], "set --api-key")]:
+        with pytest.raises(SystemExit) as e:
+            serve.main(argv)      # refused before the model loads
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and says in err and "Traceback" not in err, (argv, err)
+        assert err.strip().splitlines()[-1].startswith("python -m gptbook serve: error:")
+    assert all(serve.is_loopback(h) for h in ("127.0.0.1", "127.0.0.2", "127.255.0.9", "::1", "localhost"))
+    assert not any(serve.is_loopback(h) for h in ("0.0.0.0", "::", "10.0.0.1", "example.org", "128.0.0.1"))
+
+
+def test_uvicorn_gets_timeouts_and_a_connection_cap():
+    opts = serve.uvicorn_options(serve.ServeSettings(max_connections=32, read_timeout_s=3.0))
+    assert opts["limit_concurrency"] == 32 and opts["timeout_keep_alive"] > 0
+    assert opts["h11_max_incomplete_event_size"] == 16_384
+    assert opts["http"].__name__ == "H11WithHeaderTimeout"
+
+
+# ------------------------------------------------------------------ the OpenAI-compatible routes
+
+AI = serve.ServeSettings(max_prompt_tokens=40, max_new_tokens=16, max_prompt_chars=200,
+                         max_body_bytes=4000, timeout_s=20.0, max_concurrency=4, model_name="tiny")
+
+
+@pytest.fixture
+def chat_model():
+    """Like tiny_model with room for a short chat transcript (block_size 64)."""
+    return GPT(GPTConfig(vocab_size=64, block_size=64, n_layer=1, n_head=2, n_embd=16)).eval()
+
+
+def eos_after(model, n: int):
+    """From the (n+1)-th forward pass on, make EOS (token 0) the only likely token."""
+    calls = {"n": 0}
+
+    def hook(module, args, logits):
+        calls["n"] += 1
+        if calls["n"] > n:
+            logits = logits.clone()
+            logits[..., 0] = 1e4
+        return logits
+    model.lm_head.register_forward_hook(hook)
+    return model
+
+
+def sse(text: str) -> list:
+    """The `data:` payloads of a server-sent-event stream."""
+    return [line[len("data: "):] for line in text.splitlines() if line.startswith("data: ")]
+
+
+def test_completions_stop_strings_eos_and_finish_reason(chat_model):
+    tok = CharTokenizer()
+    with TestClient(serve.create_app(chat_model, tok, AI)) as c:
+        full = c.post("/v1/completions", json={"prompt": "hello", "max_tokens": 12, "temperature": 0}).json()
+        assert full["object"] == "text_completion" and full["model"] == "tiny"
+        text = full["choices"][0]["text"]
+        assert full["choices"][0]["finish_reason"] == "length" and len(text) == 12
+        assert full["usage"] == {"prompt_tokens": 5, "completion_tokens": 12, "total_tokens": 17}
+        # the greedy reply is fixed, so a piece of it is a stop string that must end it early
+        stop = text[4:6]
+        r = c.post("/v1/completions", json={"prompt": "hello", "max_tokens": 12, "temperature": 0,
+                                            "stop": ["zzzz", stop]}).json()
+        assert r["choices"][0] == {"index": 0, "text": text[:text.index(stop)], "logprobs": None,
+                                   "finish_reason": "stop"}
+        # the same reply streamed: the pieces add up to the text, then a finish chunk, then [DONE]
+        r = c.post("/v1/completions", json={"prompt": "hello", "max_tokens": 12, "temperature": 0,
+                                            "stop": stop, "stream": True,
+                                            "stream_options": {"include_usage": True}})
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        events = sse(r.text)
+        assert events[-1] == "[DONE]"
+        chunks = [json.loads(e) for e in events[:-1]]
+        assert "".join(ch["choices"][0]["text"] for ch in chunks if ch["choices"]) == text[:text.index(stop)]
+        assert chunks[-2]["choices"][0]["finish_reason"] == "stop"
+        assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["prompt_tokens"] == 5
+    with TestClient(serve.create_app(eos_after(chat_model, 3), tok, AI)) as c:
+        r = c.post("/v1/completions", json={"prompt": "hello", "max_tokens": 12, "temperature": 0}).json()
+        assert r["choices"][0]["finish_reason"] == "stop" and r["choices"][0]["text"] == text[:3]
+        assert r["usage"]["completion_tokens"] == 4          # the EOS token counts, its text does not
+
+
+def test_chat_is_a_role_transcript_and_streams(chat_model):
+    msgs = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]
+    assert serve.chat_prompt([SimpleNamespace(**m) for m in msgs]) == "system: be brief\nuser: hi\nassistant:"
+    with TestClient(serve.create_app(chat_model, CharTokenizer(), AI)) as c:
+        body = {"model": "tiny", "messages": msgs, "max_tokens": 6, "temperature": 0}
+        r = c.post("/v1/chat/completions", json=body).json()
+        assert r["object"] == "chat.completion" and r["id"].startswith("chatcmpl-")
+        reply = r["choices"][0]["message"]
+        assert reply["role"] == "assistant" and r["choices"][0]["finish_reason"] == "length"
+        events = sse(c.post("/v1/chat/completions", json={**body, "stream": True}).text)
+        chunks = [json.loads(e) for e in events[:-1]]
+        assert events[-1] == "[DONE]" and chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+        assert "".join(ch["choices"][0]["delta"].get("content", "") for ch in chunks) == reply["content"]
+        assert {ch["object"] for ch in chunks} == {"chat.completion.chunk"}
+        # max_completion_tokens is the newer name of max_tokens
+        r = c.post("/v1/chat/completions", json={"messages": msgs, "max_completion_tokens": 2}).json()
+        assert r["usage"]["completion_tokens"] <= 2
+
+
+@pytest.mark.parametrize("path,body,code,param", [
+    ("/v1/completions", {"prompt": "a", "temperature": 3}, 400, "temperature"),
+    ("/v1/completions", {"prompt": "a", "max_tokens": 17}, 400, "max_tokens"),
+    ("/v1/completions", {"prompt": "a", "n": 2}, 400, "n"),
+    ("/v1/completions", {"prompt": "a", "stop": ["1", "2", "3", "4", "5"]}, 400, "stop"),
+    ("/v1/completions", {"prompt": "a", "logit_bias": {}}, 400, "logit_bias"),
+    ("/v1/completions", {"prompt": "a", "model": "gpt-4"}, 404, "model"),
+    ("/v1/completions", {"prompt": "x" * 41}, 400, "prompt"),                  # 41 tokens > 40
+    ("/v1/chat/completions", {"messages": []}, 400, "messages"),
+    ("/v1/chat/completions", {"messages": [{"role": "robot", "content": "a"}]}, 400, "messages.0.role"),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "a"}], "max_tokens": 2,
+                              "max_completion_tokens": 2}, 400, "max_completion_tokens"),
+])
+def test_openai_errors_have_the_openai_shape(chat_model, path, body, code, param):
+    with TestClient(serve.create_app(chat_model, CharTokenizer(), AI)) as c:
+        r = c.post(path, json=body)
+        assert r.status_code == code, r.text
+        err = r.json()["error"]
+        assert set(err) == {"message", "type", "param", "code"} and err["param"] == param
+        assert err["type"] == "invalid_request_error" and err["message"]
+        if param == "prompt":
+            assert err["code"] == "context_length_exceeded"
+
+
+def test_models_route(chat_model):
+    with TestClient(serve.create_app(chat_model, CharTokenizer(), AI)) as c:
+        assert c.get("/v1/models").json()["data"][0]["id"] == "tiny"
+        assert c.get("/v1/models/tiny").json()["object"] == "model"
+        assert c.get("/v1/models/other").json()["error"]["code"] == "model_not_found"
+
+
+# ------------------------------------------------------------------ over real HTTP
+
+@pytest.mark.slow
+def test_the_openai_client_works_against_the_server(chat_model):
+    import openai
+    s = serve.ServeSettings(**{**AI.__dict__, "api_key": "k3y"})
+    with serve.BackgroundServer(serve.create_app(chat_model, CharTokenizer(), s)) as srv:
+        client = openai.OpenAI(base_url=srv.url + "/v1", api_key="k3y", max_retries=0, timeout=30)
+        assert [m.id for m in client.models.list()] == ["tiny"]
+        done = client.completions.create(model="tiny", prompt="hello", max_tokens=8, temperature=0)
+        text = done.choices[0].text
+        assert done.choices[0].finish_reason == "length" and done.usage.completion_tokens == 8
+        streamed = client.completions.create(model="tiny", prompt="hello", max_tokens=8, temperature=0,
+                                             stream=True)
+        assert "".join(ch.choices[0].text for ch in streamed if ch.choices) == text
+        stop = client.completions.create(model="tiny", prompt="hello", max_tokens=8, temperature=0,
+                                         stop=text[3])
+        assert stop.choices[0].text == text[:text.index(text[3])]
+        assert stop.choices[0].finish_reason == "stop"
+        msgs = [{"role": "user", "content": "hi"}]
+        chat = client.chat.completions.create(model="tiny", messages=msgs, max_tokens=5, temperature=0)
+        reply = chat.choices[0].message.content
+        assert chat.choices[0].message.role == "assistant" and chat.usage.prompt_tokens == len("user: hi\nassistant:")
+        pieces = [ch.choices[0].delta.content or "" for ch in client.chat.completions.create(
+            model="tiny", messages=msgs, max_tokens=5, temperature=0, stream=True)]
+        assert "".join(pieces) == reply
+        seeded = [client.chat.completions.create(model="tiny", messages=msgs, max_tokens=5, seed=3,
+                                                 temperature=1.0).choices[0].message.content for _ in range(2)]
+        assert seeded[0] == seeded[1]
+        with pytest.raises(openai.BadRequestError, match="temperature"):
+            client.completions.create(model="tiny", prompt="a", temperature=5)
+        with pytest.raises(openai.NotFoundError, match="does not exist"):
+            client.completions.create(model="gpt-4", prompt="a")
+        with pytest.raises(openai.AuthenticationError, match="API key"):
+            openai.OpenAI(base_url=srv.url + "/v1", api_key="wrong", max_retries=0).models.list()
+
+
+@pytest.mark.slow
+def test_a_chunked_body_is_capped_while_it_is_read(tiny_model):
+    app = serve.create_app(tiny_model, CharTokenizer(), SETTINGS)   # max_body_bytes=2000
+    sent = {"bytes": 0}
+
+    def body():   # no Content-Length: httpx sends Transfer-Encoding: chunked
+        yield b'{"prompt": "'
+        for _ in range(10_000):
+            sent["bytes"] += 1000
+            yield b"x" * 1000
+        yield b'"}'
+    with serve.BackgroundServer(app) as srv, httpx.Client(base_url=srv.url, timeout=30) as c:
+        try:
+            r = c.post("/v1/generate", content=body(), headers={"content-type": "application/json"})
+            assert r.status_code == 413 and "2000 bytes" in r.json()["detail"]
+        except httpx.TransportError:
+            pass   # the server may close while the client is still sending: also refused
+        assert sent["bytes"] < 10_000_000                # it did not read the 10 MB to the end
+        assert c.get("/healthz").status_code == 200
+    assert serve.metric_value(app, "gptbook_http_errors_total", {"code": "413"}) == 1
+
+
+@pytest.mark.slow
+def test_slow_clients_are_cut_off(tiny_model):
+    s = serve.ServeSettings(**{**SETTINGS.__dict__, "read_timeout_s": 0.5})
+    app = serve.create_app(tiny_model, CharTokenizer(), s)
+    with serve.BackgroundServer(app) as srv:
+        host, port = srv.url.rsplit("//", 1)[1].split(":")
+        # a body that stops arriving: 408 after read_timeout_s
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(b"POST /v1/generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: 100\r\n\r\n{\"prompt\"")
+            t0 = time.monotonic()
+            assert sock.recv(1000).startswith(b"HTTP/1.1 408")
+            assert time.monotonic() - t0 < 5
+        # headers that never end: the connection is closed after read_timeout_s
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            t0 = time.monotonic()
+            sock.sendall(b"X-Slow: 1\r\n")
+            assert sock.recv(1000) == b"" and time.monotonic() - t0 < 5
+        assert httpx.get(srv.url + "/healthz").status_code == 200
+    assert serve.metric_value(app, "gptbook_http_errors_total", {"code": "408"}) == 1
+
+
+# ------------------------------------------------------------------ fuzzing
+
+@pytest.mark.slow
+def test_fuzzed_bodies_and_headers_never_get_a_5xx(chat_model):
+    """Generated JSON bodies and headers against the three generation routes: a 4xx or a 200, never a
+    5xx, and the server still answers /healthz. Each field is a valid value or anything at all (NaN,
+    huge numbers, lone surrogates, nested lists...), so both generation and refusals are reached.
+    Bounded: 300 examples, derandomized, about 10 s."""
+    import hypothesis as hyp
+    st = hyp.strategies
+    numbers = (st.floats(allow_nan=True, allow_infinity=True) | st.integers(-2**70, 2**70)
+               | st.sampled_from([0, 1, -1, 1e-40, 5e-324, 1e-300, 1e308, 2.0, 0.5]))
+    text = st.text(st.characters(codec=None, exclude_categories=()), max_size=30)   # surrogates too
+    anything = st.recursive(st.none() | st.booleans() | numbers | text,
+                            lambda inner: st.lists(inner, max_size=3) | st.dictionaries(text, inner, max_size=3),
+                            max_leaves=8)
+    message = st.fixed_dictionaries({"role": st.sampled_from(["user", "system", "assistant"]) | anything,
+                                     "content": st.sampled_from(["hi", "to be"]) | anything})
+    good = {"prompt": st.sampled_from(["hi", "to be", "?"]), "messages": st.lists(message, min_size=1, max_size=3),
+            "max_new_tokens": st.integers(1, 4), "max_tokens": st.integers(1, 4),
+            "temperature": st.floats(0, 2) | st.sampled_from([1e-40, 5e-324]), "top_k": st.integers(1, 64),
+            "top_p": st.floats(1e-9, 1), "repetition_penalty": st.floats(1e-300, 10) | st.just(1e-300),
+            "seed": st.integers(0, 2**63 - 1),
+            "stop": st.sampled_from(["a", ["b", "c"], "\n"]), "stream": st.booleans(), "model": st.just("tiny"),
+            "n": st.just(1), "extra": st.just(None)}   # "extra" is never a known field
+    sampling = ["temperature", "top_k", "top_p", "repetition_penalty", "seed"]
+    fields = {"/v1/generate": ["prompt", "max_new_tokens"] + sampling,
+              "/v1/completions": ["prompt", "max_tokens", "stop", "stream", "model"] + sampling,
+              "/v1/chat/completions": ["messages", "max_tokens", "stop", "stream", "model"] + sampling}
+
+    def maybe(field):   # a valid value 3 times in 4, so that whole bodies are often valid
+        return st.integers(0, 3).flatmap(lambda i: good[field] if i else anything)
+
+    def request(path):
+        first, *rest = fields[path]
+        return st.tuples(st.just(path), st.fixed_dictionaries(
+            {first: maybe(first)}, optional={k: maybe(k) for k in rest + ["n", "extra"]}))
+    header_text = st.text(st.characters(min_codepoint=0x20, max_codepoint=0xFF, exclude_characters="\x7f"),
+                          max_size=40).map(lambda t: t.encode("latin-1"))
+    headers = st.just({}) | st.fixed_dictionaries({}, optional={
+        "content-type": st.sampled_from([b"text/plain", b"application/x-json+json",
+                                         b"application/x-www-form-urlencoded"]) | header_text,
+        "x-api-key": header_text, "authorization": header_text})
+    s = serve.ServeSettings(**{**AI.__dict__, "api_key": "k", "max_new_tokens": 4})
+    app = serve.create_app(chat_model, CharTokenizer(), s)
+    seen = Counter()
+
+    with TestClient(app) as c:
+        @hyp.settings(max_examples=300, deadline=None, derandomize=True, database=None,
+                      suppress_health_check=list(hyp.HealthCheck))
+        @hyp.given(req=st.one_of([request(p) for p in fields]), headers=headers)
+        def check(req, headers):
+            path, body = req
+            content = json.dumps(body, allow_nan=True).encode()     # NaN, Infinity and \ud800 escapes
+            r = c.post(path, content=content, headers={"content-type": b"application/json", "x-api-key": b"k",
+                                                       **headers})
+            seen[r.status_code] += 1
+            assert r.status_code < 500, (path, content[:300], r.status_code, r.text[:300])
+            assert "server_error" not in r.text, (path, content[:300], r.text[-300:])   # inside a stream
+        check()
+        assert c.get("/healthz").status_code == 200
+    assert seen[200] > 10 and len(seen) >= 4, seen      # the fuzz reached generation and several refusals
+    codes = {smp.labels["code"] for fam in app.state.registry.collect() if fam.name == "gptbook_http_errors"
+             for smp in fam.samples if "code" in smp.labels}
+    assert not any(code.startswith("5") for code in codes), codes

@@ -124,3 +124,23 @@ def test_batch_fn_takes_targets_from_a_masked_copy():
     assert torch.equal(y[y != -100], y0[y != -100]) and (y == -100).sum() == (y0 % 2 == 1).sum()
     with pytest.raises(ValueError, match="shape"):
         train.batch_fn(tokens, 8, 4, torch.Generator(), targets=masked[:-1])
+
+
+def test_corrupt_cached_model_and_tokenizer_say_cause_and_fix(small_corpus):
+    """A truncated checkpoint or tokenizer file: one line naming the file, the cause and the fix,
+    not torch's zip-reader traceback (what `serve` and the chapters used to show)."""
+    from gptbook import tokenizer
+    cfg = tiny_profile()
+    ck = small_corpus / "models" / f"{train._cache_key(cfg)}.pt"
+    ck.parent.mkdir(parents=True)
+    ck.write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(data.SetupError) as e:
+        train.pretrained(cfg, progress=False)
+    msg = str(e.value)
+    assert "\n" not in msg and str(ck) in msg and "unreadable" in msg and f"rm '{ck}'" in msg
+    assert "python -m gptbook run 03" in msg
+    tok = small_corpus / "tokenizer" / f"bpe-{cfg.vocab_size}-{cfg.corpus_chars or 'all'}.json"
+    tok.parent.mkdir(parents=True)
+    tok.write_text('{"version": "1.0", "trunc')
+    with pytest.raises(data.SetupError, match=r"the cached file .*bpe-.* is unreadable .*fix: delete it"):
+        tokenizer.book_tokenizer(cfg.vocab_size, cfg.corpus_chars)

@@ -8,7 +8,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .. import finetune, train
-from .core import Incorrect, Problem, compare, function_problem, gen, problem_text, problems_of
+from .core import Incorrect, Problem, _TimeLimit, compare, function_problem, gen, problem_text, problems_of
 
 
 class _RefLoRALinear(nn.Module):
@@ -31,51 +31,103 @@ class LoRALinear(Problem):
     name = "LoRALinear"
     reference = _RefLoRALinear
     hints = problem_text("LoRALinear")["hints"]
+    configs = [(6, 4, 2, 4.0), (8, 8, 1, 1.0)]     # (d_in, d_out, r, alpha)
 
-    def verify(self, cls):
-        for (d_in, d_out, r, alpha) in [(6, 4, 2, 4.0), (8, 8, 1, 1.0)]:
-            torch.manual_seed(30)
-            base = nn.Linear(d_in, d_out)
-            w0 = base.weight.detach().clone()
-            call = f"LoRALinear(nn.Linear({d_in}, {d_out}), r={r}, alpha={alpha})"
-            try:
-                layer = self._call(cls, base, r, alpha)
-            except NotImplementedError:
-                raise
-            except Exception as e:
-                raise Incorrect(f"{call} raised {type(e).__name__}: {e}") from None
-            if not isinstance(layer, nn.Module):
-                raise Incorrect(f"{call} should be an nn.Module, got {type(layer).__name__}")
-            for attr, shape in (("A", (r, d_in)), ("B", (d_out, r))):
-                p = getattr(layer, attr, None)
-                if not isinstance(p, nn.Parameter) or tuple(p.shape) != shape:
-                    raise Incorrect(f"{call}: expected self.{attr} to be an nn.Parameter of shape "
-                                    f"{shape}, got {type(p).__name__} {tuple(getattr(p, 'shape', ()))}")
-            if any(p.requires_grad for p in base.parameters()):
-                raise Incorrect(f"{call}: the base layer's weight and bias must be frozen (requires_grad=False)")
-            if not (layer.A.requires_grad and layer.B.requires_grad):
-                raise Incorrect(f"{call}: A and B must be trainable")
-            if torch.count_nonzero(layer.B) or not torch.count_nonzero(layer.A):
-                raise Incorrect(f"{call}: initialise B to zeros and A to small random values")
+    @staticmethod
+    def _base(d_in, d_out):
+        torch.manual_seed(30)                   # the same base layer in the kernel and in the grader
+        return nn.Linear(d_in, d_out)
+
+    def _observe(self, cls) -> list:
+        out = []
+        for cfg in self.configs:
+            out.append(self._attempt(lambda: self._probe(cls, *cfg)))
+            if "value" not in out[-1]:
+                break
+        return out
+
+    def _probe(self, cls, d_in, d_out, r, alpha) -> dict:
+        """Learner side: build the layer, then record the facts verdict() checks, in its order. An
+        exception after construction is recorded as "error" (the facts so far are kept)."""
+        base = self._base(d_in, d_out)
+        w0 = base.weight.detach().clone()
+        layer = self._call(cls, base, r, alpha)      # NotImplementedError / time limit: see _attempt
+        facts = {"module": isinstance(layer, nn.Module), "type": type(layer).__name__}
+        if not facts["module"]:
+            return facts
+        step = "reading self.A and self.B"
+        try:
+            A, B = getattr(layer, "A", None), getattr(layer, "B", None)
+            for attr, p in (("A", A), ("B", B)):
+                facts[attr] = [isinstance(p, nn.Parameter), list(p.shape) if torch.is_tensor(p) else [],
+                               type(p).__name__]
+            if not (facts["A"][:2] == [True, [r, d_in]] and facts["B"][:2] == [True, [d_out, r]]):
+                return facts                        # verdict() stops at the shapes
+            facts["base_frozen"] = not any(p.requires_grad for p in base.parameters())
+            facts["ab_trainable"] = bool(A.requires_grad and B.requires_grad)
+            facts["B_zero"] = not torch.count_nonzero(B)
+            facts["A_nonzero"] = bool(torch.count_nonzero(A))
             x = torch.randn(3, d_in, generator=gen(31))
             with torch.no_grad():
+                step = "the forward pass at initialisation"
+                facts["out_init"] = self._call(layer, x)
+                A.copy_(torch.randn(r, d_in, generator=gen(32)))
+                B.copy_(torch.randn(d_out, r, generator=gen(33)))
+                step = "the forward pass with random A, B"
+                facts["out_random"] = self._call(layer, x)
+            step = "backward"
+            layer.zero_grad()
+            self._call(layer, x).sum().backward()
+            facts["grads_ok"] = base.weight.grad is None and A.grad is not None and B.grad is not None
+            facts["base_unchanged"] = torch.equal(base.weight.detach(), w0)
+        except (NotImplementedError, _TimeLimit, KeyboardInterrupt):
+            raise
+        except Exception as e:  # noqa: BLE001 - reported by verdict() where the fact is needed
+            facts["error"] = f"{step} raised {type(e).__name__}: {e}"
+        return facts
+
+    def verdict(self, observations: list) -> None:
+        for i, (d_in, d_out, r, alpha) in enumerate(self.configs):
+            call = f"LoRALinear(nn.Linear({d_in}, {d_out}), r={r}, alpha={alpha})"
+            f = self._unpack(observations, i, call)
+            if not isinstance(f, dict):
+                raise Incorrect("the record of your answer is malformed")
+
+            def fact(key):
+                if key not in f:
+                    raise Incorrect(f"{call}: {f.get('error', 'the check could not finish')}")
+                return f[key]
+
+            if not fact("module"):
+                raise Incorrect(f"{call} should be an nn.Module, got {f.get('type')}")
+            for attr, shape in (("A", (r, d_in)), ("B", (d_out, r))):
+                is_param, got_shape, type_name = fact(attr)
+                if not is_param or tuple(got_shape) != shape:
+                    raise Incorrect(f"{call}: expected self.{attr} to be an nn.Parameter of shape "
+                                    f"{shape}, got {type_name} {tuple(got_shape)}")
+            if not fact("base_frozen"):
+                raise Incorrect(f"{call}: the base layer's weight and bias must be frozen (requires_grad=False)")
+            if not fact("ab_trainable"):
+                raise Incorrect(f"{call}: A and B must be trainable")
+            if not fact("B_zero") or not fact("A_nonzero"):
+                raise Incorrect(f"{call}: initialise B to zeros and A to small random values")
+            # the expected outputs are computed here, from this process's own base layer
+            base = self._base(d_in, d_out)
+            x = torch.randn(3, d_in, generator=gen(31))
+            A, B = torch.randn(r, d_in, generator=gen(32)), torch.randn(d_out, r, generator=gen(33))
+            with torch.no_grad():
                 try:
-                    compare(base(x), self._call(layer, x))
+                    compare(base(x), fact("out_init"))
                 except Incorrect as e:
                     raise Incorrect(f"{call}: at initialisation the output must equal base(x): {e}") from None
-                layer.A.copy_(torch.randn(r, d_in, generator=gen(32)))
-                layer.B.copy_(torch.randn(d_out, r, generator=gen(33)))
-                want = base(x) + x @ layer.A.T @ layer.B.T * (alpha / r)
                 try:
-                    compare(want, self._call(layer, x))
+                    compare(base(x) + x @ A.T @ B.T * (alpha / r), fact("out_random"))
                 except Incorrect as e:
                     raise Incorrect(f"{call} with random A, B: expected base(x) + (alpha/r) x A^T B^T: "
                                     f"{e}") from None
-            layer.zero_grad()
-            self._call(layer, x).sum().backward()
-            if base.weight.grad is not None or layer.A.grad is None or layer.B.grad is None:
+            if not fact("grads_ok"):
                 raise Incorrect(f"{call}: backward must give gradients to A and B only")
-            if not torch.equal(base.weight.detach(), w0):
+            if not fact("base_unchanged"):
                 raise Incorrect(f"{call}: the base weight must not change")
 
 

@@ -2,13 +2,17 @@
 
 release: strip the solution regions of exercises/*/*.ipynb (nbgrader's ClearSolutions, or a
 built-in stripper) into build/release/. grade: restore the locked cells from the source, run the
-submission with a per-cell timeout (nbclient) and print points per problem; exit code 0 always.
+submission in a fresh kernel with a per-cell timeout (nbclient), record each answer after its test
+cell and judge the records in this process (judge.py), and print points per problem. Whatever the
+submission does, the exit code is 0; a submission file that does not exist, or a bad option, is
+an error (exit code 2).
 """
 from __future__ import annotations
 
 import argparse
 import copy
 import json
+import math
 import os
 import re
 import sys
@@ -19,7 +23,8 @@ from typing import List, Optional
 
 import nbformat
 
-from .core import INCORRECT, NOT_ATTEMPTED, CORRECT
+from . import judge
+from .core import CORRECT, INCORRECT
 
 REPO = Path(__file__).resolve().parents[2]
 SOURCE_DIR = REPO / "exercises"
@@ -165,43 +170,50 @@ class Report:
         return "\n".join(lines)
 
 
-def _parse_outcome(text: str):
-    """(status, message) from an Outcome's text "✗ name: incorrect. <what failed>", or None."""
-    for status in (NOT_ATTEMPTED, INCORRECT):
-        if f": {status}. " in text or text.rstrip().endswith(f": {status}."):
-            return status, text.split(f": {status}.", 1)[1].strip()
-    return None
+TIMEOUT_ENAME = "CellTimeout"      # the error nbclient reports for a cell that ran past the timeout
+PROBE_TIMEOUT = 10                 # seconds a kernel gets to answer after an interrupted cell
 
 
-def _status(cell, name: str = "") -> tuple:
-    """(status, message) of an executed cell from its outputs. A test cell that calls q.grade must
-    also have displayed "<name>: correct." (so switching the grader off does not earn points)."""
-    outputs = cell.get("outputs", [])
-    errors = [o for o in outputs if o.get("output_type") == "error"]
-    if cell.get("execution_count") is None and not errors:
+def check_timeout(timeout) -> float:
+    """The per-cell timeout in seconds; 0, negative, nan or infinite would let a submission that
+    loops (and ignores interrupts) hang the grader, so they are refused."""
+    try:
+        t = float(timeout)
+    except (TypeError, ValueError):
+        raise ValueError(f"the timeout must be a number of seconds, got {timeout!r}") from None
+    if not (0 < t < math.inf):
+        raise ValueError(f"the timeout must be a positive number of seconds, got {timeout!r}; "
+                         f"there is no way to switch it off (the default is 30)")
+    return t
+
+
+def _cell_result(results: dict, cell) -> tuple:
+    """(status, message) of a cell from how its execution ended (the kernel's execute reply, kept
+    by _execute): "ok", "timeout", "error" or "not run"."""
+    r = results.get(id(cell))
+    if r is None:
         return "not run", "the cell did not run (an earlier cell timed out or the kernel died)"
-    if not errors:
-        texts = " ".join(str(o.get("data", {}).get("text/plain", o.get("text", ""))) for o in outputs)
-        if name and ".grade(" in cell.source and f"{name}: {CORRECT}." not in texts:
-            shown = _parse_outcome(texts)
-            if shown:  # the grader was switched off: q.grade displayed instead of raising
-                return shown
-            return INCORRECT, "the test cell did not report a correct result " + texts.strip()[:300]
-        return CORRECT, ""
-    e = errors[0]
-    ename, evalue = e.get("ename", "Error"), e.get("evalue", "")
-    if ename == "KeyboardInterrupt":
+    if r.get("status") == "ok":
+        return "ok", ""
+    ename, evalue = r.get("ename", "Error"), r.get("evalue", "")
+    if ename in (TIMEOUT_ENAME, "KeyboardInterrupt"):
         return "timeout", "the cell ran past the time limit and was interrupted"
-    if ename == "AssertionError":
-        return _parse_outcome(evalue) or (INCORRECT, f"AssertionError: {evalue}")
     if ename == "NameError":
-        return INCORRECT, f"{ename}: {evalue} (was the answer cell run, deleted or renamed?)"
+        return "error", f"{ename}: {evalue} (was the answer cell run, deleted or renamed?)"
     return "error", f"{ename}: {evalue}"
 
 
 def grade_notebook(submission, source=None, timeout: float = 30, kernel_name: str = "python3") -> Report:
-    """Run a submission with its locked cells restored and score each test cell; never raises."""
+    """Run a submission with its locked cells restored and score each test cell; never raises but
+    ValueError for a timeout that is not a positive number of seconds.
+
+    A problem gptbook knows scores its points only when the judge, in this process, finds the
+    recorded answer correct and the test cell itself (hidden tests included) raised nothing."""
+    timeout = check_timeout(timeout)
     report = Report(str(submission))
+    if not Path(submission).is_file():
+        report.error = f"submission not found: {submission}"
+        return report
     try:
         source = Path(source) if source else find_source(submission)
         src = nbformat.read(source, as_version=4)
@@ -214,44 +226,107 @@ def grade_notebook(submission, source=None, timeout: float = 30, kernel_name: st
     except Exception as e:  # noqa: BLE001 - unreadable: every problem scores 0
         sub = None
         report.error = f"cannot read the submission: {type(e).__name__}: {e}"
-    executed = {}
     if sub is not None:
-        nb = restore_locked(sub, src)
-        try:
-            _execute(nb, timeout, kernel_name)
-        except Exception as e:  # noqa: BLE001 - a dead kernel or nbclient error: score what ran
-            report.error = f"execution stopped: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-        executed = {meta(c).get("grade_id"): c for c in nb.cells if meta(c).get("grade_id")}
+        answers = {meta(c).get("grade_id") for c in src.cells if meta(c).get("solution")}
+        if answers and not answers & {meta(c).get("grade_id") for c in sub.cells}:
+            report.error = (f"none of the answer cells of {Path(source).name} is in the submission; "
+                            f"is it the right source notebook (--source)?")
+    executed, results, plan = {}, {}, {}
+    with tempfile.TemporaryDirectory(prefix="gptbook-grade-") as records:
+        if sub is not None:
+            nb = restore_locked(sub, src)
+            plan = judge.add_record_cells(nb, Path(records))
+            stopped = _execute(nb, timeout, kernel_name, results)
+            report.error = "; ".join(e for e in (report.error, stopped) if e)
+            executed = {meta(c).get("grade_id"): c for c in nb.cells if meta(c).get("grade_id")}
+        outcomes = {gid: judge.judge_record(p) for gid, p in plan.items()}
     for t in tests:
         gid, pts = meta(t)["grade_id"], float(meta(t).get("points", 0))
         name = gid[5:] if gid.startswith("test_") else gid
         if gid not in executed:
             report.rows.append(Row(name, 0.0, pts, "not run", report.error or "not executed"))
             continue
-        status, msg = _status(executed[gid], name)
+        test_status, test_msg = _cell_result(results, executed[gid])
+        if gid in plan:
+            outcome = outcomes[gid]
+            if outcome is None:                  # no record: say why from the record cell
+                status, msg = _cell_result(results, plan[gid].record_cell)
+                if status == "ok":
+                    status, msg = "error", "the answer was not recorded"
+                elif status == "timeout":
+                    msg = "checking the answer ran past the time limit (an infinite loop?)"
+                elif status == "not run":
+                    msg = report.error or msg
+                else:
+                    msg = f"checking the answer failed: {msg}"
+            elif outcome.ok and test_status != "ok":   # e.g. a teacher's hidden test failed
+                status, msg = (test_status if test_status in ("timeout", "not run") else INCORRECT,
+                               f"the test cell failed: {test_msg}")
+            else:
+                status, msg = outcome.status, outcome.message
+        else:                                    # a test cell gptbook does not know: nbgrader's rule
+            status, msg = (CORRECT, "") if test_status == "ok" else (test_status, test_msg)
         answer = executed.get(name)
-        if status != CORRECT and answer is not None and meta(answer).get("solution"):
-            a_status, a_msg = _status(answer)  # the answer cell itself failed: say that first
-            if a_status in ("timeout", "error", INCORRECT):
+        if answer is not None and meta(answer).get("solution"):
+            a_status, a_msg = _cell_result(results, answer)
+            if status != CORRECT and a_status in ("timeout", "error"):   # the answer cell failed: say that first
                 status, msg = ("timeout" if a_status == "timeout" else status), f"answer cell: {a_msg}"
+            elif status == CORRECT and a_status == "timeout":
+                msg = ("the answer cell ran past the time limit and was interrupted, after defining "
+                       f"`{name}`: remove the slow code after the function")
         report.rows.append(Row(name, pts if status == CORRECT else 0.0, pts, status, msg))
     return report
 
 
-def _execute(nb, timeout, kernel_name):
+def _execute(nb, timeout: float, kernel_name: str, results: dict) -> str:
+    """Run the notebook's code cells in a fresh kernel, each with `timeout` seconds, and keep how
+    each ended in results[id(cell)] (the kernel's execute reply: status, ename, evalue). Returns ""
+    or why execution stopped early; cells after that did not run and score 0."""
     from nbclient import NotebookClient
+    from nbclient.exceptions import DeadKernelError
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
-    env["GPTBOOK_GRADING"] = "1"                 # q.grade raises in the kernel: the cell scores 0
+    env["GPTBOOK_GRADING"] = "1"                 # q.grade raises in the kernel: the cell shows why
     env["HF_HUB_OFFLINE"] = "1"
     env.setdefault("GPTBOOK_CALL_TIMEOUT", f"{max(1.0, min(10.0, timeout / 3)):.1f}")
     with tempfile.TemporaryDirectory() as tmp:
         client = NotebookClient(nb, timeout=timeout, kernel_name=kernel_name, allow_errors=True,
                                 interrupt_on_timeout=True,
-                                error_on_timeout={"ename": "KeyboardInterrupt",
-                                                  "evalue": "cell timed out", "traceback": []},
+                                error_on_timeout={"ename": TIMEOUT_ENAME,
+                                                  "evalue": f"the cell ran past {timeout:g} s", "traceback": []},
                                 record_timing=False, resources={"metadata": {"path": tmp}})
-        client.execute(env=env)
+        client.on_cell_executed = lambda cell, execute_reply, **kw: results.__setitem__(
+            id(cell), dict(execute_reply.get("content", {})))
+        try:
+            # the cells one by one (not client.execute()), to stop when the kernel no longer answers
+            with client.setup_kernel(env=env):
+                client.wait_for_reply(client.kc.kernel_info())
+                for index, cell in enumerate(nb.cells):
+                    client.execute_cell(cell, index, execution_count=client.code_cells_executed + 1)
+                    if _cell_result(results, cell)[0] == "timeout" and not _answers(client, index):
+                        return (f"the kernel stopped answering after a cell ran past the {timeout:g} s limit "
+                                f"(the interrupt did not stop it); the cells after it were not run")
+        except DeadKernelError:
+            return "execution stopped: the kernel died (os._exit, a crash or out of memory?)"
+        except Exception as e:  # noqa: BLE001 - an nbclient error: score what ran
+            return f"execution stopped: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    return ""
+
+
+def _answers(client, index: int) -> bool:
+    """After an interrupted cell: does the kernel run a trivial cell within PROBE_TIMEOUT? A kernel
+    that ignores interrupts would otherwise make every later cell wait the full timeout."""
+    probe, original = nbformat.v4.new_code_cell("pass"), client.nb.cells[index]
+    old, client.timeout = client.timeout, PROBE_TIMEOUT
+    seen = {}
+    hook, client.on_cell_executed = client.on_cell_executed, lambda cell, execute_reply, **kw: seen.update(
+        execute_reply.get("content", {}))
+    try:
+        client.execute_cell(probe, index, store_history=False)
+    finally:
+        client.timeout, client.on_cell_executed = old, hook
+        client.nb.cells[index] = original        # execute_cell stores the cell it ran at `index`
+    return seen.get("status") == "ok"
 
 
 def main(argv: Optional[list] = None) -> int:
@@ -261,20 +336,30 @@ def main(argv: Optional[list] = None) -> int:
     r = sub.add_parser("release", help="write student copies (solutions stripped)")
     r.add_argument("--out", default=str(REPO / "build" / "release"))
     r.add_argument("--source-dir", default=str(SOURCE_DIR))
-    g = sub.add_parser("grade", help="score submissions; always exits 0")
+    g = sub.add_parser("grade", help="score submissions (exit 0 whatever they do; 2 if a file is missing)")
     g.add_argument("submissions", nargs="+")
     g.add_argument("--source", default=None, help="source notebook (default: matched by name)")
-    g.add_argument("--timeout", type=float, default=30, help="seconds per cell")
+    g.add_argument("--timeout", type=_timeout_arg, default=30,
+                   help="seconds per cell, > 0 (default 30); it cannot be switched off")
     g.add_argument("--json", default=None, help="also write the reports as JSON to this file")
     args = parser.parse_args(argv)
     if args.cmd == "release":
         for path in release(Path(args.out), Path(args.source_dir)):
             print(f"wrote {path}")
         return 0
-    reports = []
+    if args.source and not Path(args.source).is_file():
+        parser.error(f"--source {args.source}: no such file")
+    reports, missing = [], []
     for s in args.submissions:
+        if not Path(s).is_file():                # a typo in a path is the caller's error, not a 0/0
+            missing.append(s)
+            print(f"error: submission not found: {s}", file=sys.stderr, flush=True)
+            reports.append(Report(s, error=f"submission not found: {s}"))
+            continue
         try:
             rep = grade_notebook(s, args.source, args.timeout)
+        except KeyboardInterrupt:
+            raise
         except BaseException as e:  # noqa: BLE001 - the grading run itself never dies
             rep = Report(s, error=f"grading failed: {type(e).__name__}: {e}")
         reports.append(rep)
@@ -282,7 +367,17 @@ def main(argv: Optional[list] = None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps([dict(asdict(x), score=x.score, max_score=x.max_score)
                                                for x in reports], indent=1, ensure_ascii=False))
+    if missing:
+        print(f"error: {len(missing)} submission file(s) not found: {', '.join(missing)}", file=sys.stderr)
+        return 2
     return 0
+
+
+def _timeout_arg(text: str) -> float:
+    try:
+        return check_timeout(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 if __name__ == "__main__":

@@ -1,8 +1,18 @@
 """Plumbing for the exercises: one check per problem, two ways to call it.
 
 A problem (chNN.py) is a reference and the cases the learner's function is compared on
-(`function_problem`), or a Problem subclass with its own verify(); each problem's one-line
-description and hints live in problems.toml.
+(`function_problem`), or a Problem subclass with its own observe()/verdict(); each problem's
+one-line description and hints live in problems.toml.
+
+A check has two halves, so that a grader can keep them in different processes:
+- observe(fn) runs the learner's code on the cases and keeps what came back as plain data
+  (to_wire: tensors, numbers, strings, lists, dicts; anything else by its type and description);
+- judge(observations) computes the reference's answers itself and compares; it never runs
+  learner code.
+q.check(fn) / q.grade(fn) do both in the notebook. A grader (`python -m gptbook exercises grade`,
+or nbgrader with gptbook's nbgrader_config.py) also calls record() in the kernel after each test
+cell and judges the record in its own process: monkeypatching the checker inside the kernel
+changes what the notebook displays, not the score.
 
 `q.check(fn)` displays one of three outcomes (not attempted / incorrect / correct) and never
 raises; `q.grade(fn)` does the same comparison but raises AssertionError under a grader
@@ -13,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import importlib
 import inspect
 import math
 import numbers
@@ -54,7 +65,7 @@ class Outcome:
 
 
 class Incorrect(Exception):
-    """Raised by a problem's verify() with a message for the learner."""
+    """Raised by a problem's verdict() with a message for the learner."""
 
 
 class _TimeLimit(Exception):
@@ -93,8 +104,101 @@ def _round(v):
     return float(f"{v:.4g}") if isinstance(v, float) else v
 
 
+@dataclass(frozen=True)
+class Foreign:
+    """A value the learner's code returned that is not plain data (a module, a numpy array, a
+    generator, ...): the grader only gets its type name and a description, never the object."""
+    type_name: str
+    text: str
+
+    def __repr__(self):
+        return self.text
+
+
+def _type_name(x: Any) -> str:
+    return x.type_name if isinstance(x, Foreign) else type(x).__name__
+
+
+def _safe_str(x: Any, limit: int = 300) -> str:
+    """str(x) for messages; learner objects may have a __str__ that raises or never ends."""
+    try:
+        text = str(x)
+    except Exception:  # noqa: BLE001
+        text = f"<{type(x).__name__} that cannot be printed>"
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+_WIRE_MAX_DEPTH = 12                 # deeper nesting is described, not copied (e.g. a list that contains itself)
+_WIRE_MAX_ELEMENTS = 4_000_000       # a bigger tensor is described, not copied: no case needs one
+
+
+def to_wire(x: Any, depth: int = 0):
+    """A learner's value as plain data that torch.load(weights_only=True) reads back without running
+    code: tagged lists ["tensor", t] / ["v", 3] / ["list", [...]] / ["tuple", [...]] / ["dict", [[k, v]]]
+    / ["foreign", type name, description]. numpy scalars become Python numbers (as compare() treats them)."""
+    if isinstance(x, np.generic):
+        x = x.item()
+    if torch.is_tensor(x):
+        t = x.detach()
+        if t.layout != torch.strided or t.is_quantized or t.numel() > _WIRE_MAX_ELEMENTS or t.is_meta:
+            return ["foreign", "Tensor", describe(x)]
+        return ["tensor", t.cpu().clone().as_subclass(torch.Tensor)]   # a plain tensor: no subclass to unpickle
+    if x is None or type(x) in (bool, int, float, str):
+        return ["v", x]
+    if depth >= _WIRE_MAX_DEPTH:
+        return ["foreign", type(x).__name__, f"{type(x).__name__} nested more than {_WIRE_MAX_DEPTH} deep"]
+    if isinstance(x, int):                                  # IntEnum and friends compare as ints
+        return ["v", int(x)]
+    if isinstance(x, float):
+        return ["v", float(x)]
+    if isinstance(x, str):
+        return ["v", str(x)]
+    if isinstance(x, (list, tuple)):
+        tag = "tuple" if isinstance(x, tuple) else "list"   # a namedtuple travels as a tuple
+        return [tag, [to_wire(v, depth + 1) for v in x]]
+    if isinstance(x, dict):
+        return ["dict", [[to_wire(k, depth + 1), to_wire(v, depth + 1)] for k, v in x.items()]]
+    try:
+        text = describe(x)
+    except Exception:  # noqa: BLE001 - a learner object whose repr raises
+        text = f"<{type(x).__name__}>"
+    return ["foreign", type(x).__name__, text]
+
+
+def from_wire(w):
+    """The value to_wire() encoded (Foreign for what was not plain data). Raises ValueError on
+    anything else: a record is read from a file the learner's kernel wrote."""
+    if not isinstance(w, list) or not w or not isinstance(w[0], str):
+        raise ValueError(f"not a recorded value: {type(w).__name__}")
+    tag = w[0]
+    if tag == "tensor" and len(w) == 2 and torch.is_tensor(w[1]):
+        return w[1]
+    if tag == "v" and len(w) == 2 and (w[1] is None or type(w[1]) in (bool, int, float, str)):
+        return w[1]
+    if tag in ("list", "tuple") and len(w) == 2 and isinstance(w[1], list):
+        items = [from_wire(v) for v in w[1]]
+        return items if tag == "list" else tuple(items)
+    if tag == "dict" and len(w) == 2 and isinstance(w[1], list):
+        out = {}
+        for pair in w[1]:
+            if not isinstance(pair, list) or len(pair) != 2:
+                raise ValueError("malformed recorded dict")
+            key = from_wire(pair[0])
+            try:
+                hash(key)
+            except TypeError:                               # e.g. a list inside a tuple key
+                key = Foreign(type(key).__name__, describe(key))
+            out[key] = from_wire(pair[1])
+        return out
+    if tag == "foreign" and len(w) == 3 and all(isinstance(v, str) for v in w[1:]):
+        return Foreign(w[1], w[2])
+    raise ValueError(f"not a recorded value: tag {tag!r}")
+
+
 def describe(x: Any) -> str:
     """A short description of a value for messages: tensors by dtype/shape, others by repr."""
+    if isinstance(x, Foreign):
+        return x.text
     if torch.is_tensor(x):
         if x.numel() <= 16:
             return f"tensor({_round(x.detach().cpu().tolist())}, dtype={x.dtype})"
@@ -120,7 +224,7 @@ def compare(expected: Any, got: Any, rtol: float = 1e-4, atol: float = 1e-5, whe
     at = f" at {where}" if where else ""
     if torch.is_tensor(expected):
         if not torch.is_tensor(got):
-            raise Incorrect(f"expected a tensor{at}, got {type(got).__name__}: {describe(got)}")
+            raise Incorrect(f"expected a tensor{at}, got {_type_name(got)}: {describe(got)}")
         if got.shape != expected.shape:
             raise Incorrect(f"expected shape {tuple(expected.shape)}{at}, got {tuple(got.shape)}")
         if expected.dtype == torch.bool or not expected.is_floating_point():
@@ -152,15 +256,15 @@ def compare(expected: Any, got: Any, rtol: float = 1e-4, atol: float = 1e-5, whe
         if (torch.is_tensor(got) and got.numel() == 1) or isinstance(got, np.generic):
             got = got.item()
         if isinstance(got, bool) or not isinstance(got, numbers.Real):
-            raise Incorrect(f"expected a number{at}, got {type(got).__name__}: {describe(got)}")
+            raise Incorrect(f"expected a number{at}, got {_type_name(got)}: {describe(got)}")
         if isinstance(expected, numbers.Integral) and not isinstance(got, numbers.Integral):
-            raise Incorrect(f"expected an int{at}, got {type(got).__name__} {describe(got)}")
+            raise Incorrect(f"expected an int{at}, got {_type_name(got)} {describe(got)}")
         if not math.isclose(got, expected, rel_tol=rtol, abs_tol=atol):
             raise Incorrect(f"expected {describe(expected)}{at}, got {describe(got)}")
         return
     if isinstance(expected, (list, tuple)):
         if not isinstance(got, (list, tuple)):
-            raise Incorrect(f"expected a {type(expected).__name__}{at}, got {type(got).__name__}: "
+            raise Incorrect(f"expected a {type(expected).__name__}{at}, got {_type_name(got)}: "
                             f"{describe(got)}")
         if len(got) != len(expected):
             raise Incorrect(f"expected {len(expected)} item{'s' * (len(expected) != 1)}{at}, got {len(got)}: "
@@ -182,8 +286,13 @@ def _call_str(name: str, args: tuple) -> str:
     return f"{name}({', '.join(describe(a) for a in args)})"
 
 
+class _NotAttempted(Exception):
+    pass
+
+
 class Problem:
-    """One exercise. Subclasses set name, hints, reference and implement verify(fn)."""
+    """One exercise. Subclasses set name, hints, reference and implement _observe(fn) (run the
+    learner's code, keep plain data) and verdict(observations) (raise Incorrect when wrong)."""
     name: str = "fn"                       # the function or class the learner writes
     hints: List[str] = []
     reference: Optional[Callable] = None   # shown by .solution()
@@ -194,13 +303,10 @@ class Problem:
         """Seconds per call of the learner's code (GPTBOOK_CALL_TIMEOUT, default 10); the grader
         also stops a whole cell after its own timeout."""
         try:
-            return float(os.environ.get("GPTBOOK_CALL_TIMEOUT", 10))
+            limit = float(os.environ.get("GPTBOOK_CALL_TIMEOUT", 10))
         except ValueError:
             return 10.0
-
-    def verify(self, fn) -> None:
-        """Raise Incorrect (or any exception from fn) when fn is wrong."""
-        raise NotImplementedError
+        return limit if 0 < limit < math.inf else 10.0    # 0, negative or nan would switch the limit off
 
     def _call(self, fn, *args):
         """Call the learner's fn with a wall-clock limit where SIGALRM is available."""
@@ -219,28 +325,80 @@ class Problem:
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, old)
 
-    def evaluate(self, fn) -> Outcome:
-        """Run the checks and return an Outcome; never raises (except KeyboardInterrupt)."""
-        label = getattr(self, "label", self.name)
-        if not callable(fn):
-            return Outcome(INCORRECT, f"expected your function or class `{self.name}`, got "
-                                      f"{type(fn).__name__}", label)
+    # ---- learner side: run the code, keep plain data
+
+    def _attempt(self, thunk) -> dict:
+        """One observation: {"value": to_wire(result)}, {"not_attempted": True} (NotImplementedError),
+        {"timeout": seconds} or {"raised": "Type: message"}. Never raises but KeyboardInterrupt,
+        which is how a grader stops a cell that runs too long."""
         try:
-            self.verify(fn)
+            return {"value": to_wire(thunk())}
         except NotImplementedError:
+            return {"not_attempted": True}
+        except _TimeLimit:
+            return {"timeout": self.time_limit}
+        except KeyboardInterrupt:
+            raise
+        except BaseException as e:  # noqa: BLE001 - anything the learner's code does is reported
+            return {"raised": f"{type(e).__name__}: {_safe_str(e)}"}
+
+    def observe(self, fn) -> list:
+        """Run the learner's fn (in the learner's process) and return a list of observations, plain
+        data that judge() reads, in the order verdict() needs them. Stops at the first call that
+        does not return."""
+        if not callable(fn):
+            return [{"not_callable": type(fn).__name__}]
+        return self._observe(fn)
+
+    def _observe(self, fn) -> list:
+        raise NotImplementedError
+
+    # ---- grader side: never runs learner code
+
+    def verdict(self, observations: list) -> None:
+        """Raise Incorrect (with a message for the learner) unless the observations are right."""
+        raise NotImplementedError
+
+    def _unpack(self, observations: list, i: int, call: str):
+        """The value of observation i, or raise what it says went wrong (the first problem wins)."""
+        entry = observations[i] if i < len(observations) else None
+        if not isinstance(entry, dict):
+            raise Incorrect(f"no result was recorded for {call}")
+        if "value" in entry:
+            return from_wire(entry["value"])
+        if entry.get("not_attempted"):
+            raise _NotAttempted()
+        if entry.get("not_defined"):
+            raise Incorrect(f"`{self.name}` is not defined (was its answer cell run, deleted or renamed?)")
+        if "not_callable" in entry:
+            raise Incorrect(f"expected your function or class `{self.name}`, got {entry['not_callable']}")
+        if "timeout" in entry:
+            raise Incorrect(f"{call} did not finish within {float(entry['timeout']):.3g} s (an infinite loop?)")
+        if "raised" in entry:
+            raise Incorrect(f"{call} raised {entry['raised']}")
+        raise Incorrect(f"no result was recorded for {call}")
+
+    def judge(self, observations) -> Outcome:
+        """The Outcome of a list of observations (from observe(), maybe in another process). Never
+        raises: a malformed record is incorrect."""
+        label = getattr(self, "label", self.name)
+        try:
+            if not isinstance(observations, list):
+                raise Incorrect("the record of your answer is malformed")
+            self.verdict(observations)
+        except _NotAttempted:
             return Outcome(NOT_ATTEMPTED, f"`{self.name}` still raises NotImplementedError: "
                                           f"replace it with your code.", label)
         except Incorrect as e:
             return Outcome(INCORRECT, str(e), label)
-        except _TimeLimit:
-            return Outcome(INCORRECT, f"a call did not finish within {self.time_limit:.3g} s "
-                                      f"(an infinite loop?)", label)
-        except KeyboardInterrupt:
-            raise
-        except BaseException as e:  # noqa: BLE001 - anything the learner's code does is reported
-            ctx = getattr(e, "_gptbook_call", "")
-            return Outcome(INCORRECT, f"{ctx}raised {type(e).__name__}: {e}", label)
+        except Exception as e:  # noqa: BLE001 - e.g. a record that does not have the expected layout
+            return Outcome(INCORRECT, f"the record of your answer could not be judged "
+                                      f"({type(e).__name__}: {_safe_str(e)})", label)
         return Outcome(CORRECT, "", label)
+
+    def evaluate(self, fn) -> Outcome:
+        """observe + judge in this process; never raises (except KeyboardInterrupt)."""
+        return self.judge(self.observe(fn))
 
     def check(self, fn) -> None:
         """Display not attempted / incorrect (with the failing input) / correct. Never raises."""
@@ -252,7 +410,8 @@ class Problem:
             print(f"{self.name}: could not check ({type(e).__name__}: {e})")
 
     def grade(self, fn, strict: Optional[bool] = None) -> None:
-        """Like check; under a grader (or strict=True) raise AssertionError unless correct."""
+        """Like check; under a grader (or strict=True) raise AssertionError unless correct.
+        (The grader's score comes from record() + judge() outside this process, not from here.)"""
         outcome = self.evaluate(fn)
         if (grading() if strict is None else strict) and not outcome.ok:
             raise AssertionError(str(outcome))
@@ -291,7 +450,8 @@ class _Md(str):
 class FunctionProblem(Problem):
     """The learner writes a function; it is compared with `reference` on `cases()`.
 
-    cases() returns a list of argument tuples, built fresh each time (inputs cannot leak).
+    cases() returns a list of argument tuples, built fresh each time (inputs cannot leak) and the
+    same in every process (seeded), so the grader rebuilds them instead of trusting the kernel's.
     Tolerances rtol/atol apply to floating-point tensors and numbers.
     """
     rtol, atol = 1e-4, 1e-5
@@ -303,21 +463,24 @@ class FunctionProblem(Problem):
     def expected(self, *args):
         return type(self).reference(*args)
 
-    def verify(self, fn) -> None:
-        with torch.no_grad() if self.no_grad else contextlib.nullcontext():
-            self._verify_cases(fn)
+    def _grad_mode(self):
+        return torch.no_grad() if self.no_grad else contextlib.nullcontext()
 
-    def _verify_cases(self, fn) -> None:
-        for args in self.cases():
+    def _observe(self, fn) -> list:
+        out = []
+        with self._grad_mode():
+            for args in self.cases():
+                out.append(self._attempt(lambda: self._call(fn, *copy.deepcopy(args))))
+                if "value" not in out[-1]:
+                    break
+        return out
+
+    def verdict(self, observations: list) -> None:
+        for i, args in enumerate(self.cases()):
             call = _call_str(self.name, args)
-            try:
-                got = self._call(fn, *copy.deepcopy(args))
-            except (NotImplementedError, _TimeLimit, KeyboardInterrupt):
-                raise
-            except BaseException as e:  # noqa: BLE001
-                e._gptbook_call = f"{call} "
-                raise
-            want = self.expected(*copy.deepcopy(args))   # after the learner's call: a stub costs nothing
+            got = self._unpack(observations, i, call)
+            with self._grad_mode():
+                want = self.expected(*copy.deepcopy(args))
             try:
                 compare(want, got, self.rtol, self.atol)
             except Incorrect as e:
@@ -361,3 +524,28 @@ def gen(seed: int) -> torch.Generator:
 def problems_of(classes) -> list:
     """One instance of each Problem class, in order (q1, q2, ... in an exercise notebook)."""
     return [cls() for cls in classes]
+
+
+def problem_named(name: str) -> Problem:
+    """A fresh instance of the problem whose learner-written function or class is `name` (its
+    chapter module comes from problems.toml)."""
+    module = importlib.import_module(f"{__package__}.ch{problem_text(name)['chapter']}")
+    for cls in module.PROBLEMS:
+        if cls.name == name:
+            return cls()
+    raise KeyError(f"problem {name!r} is in problems.toml but not in {module.__name__}.PROBLEMS")
+
+
+def record(name: str, get_answer: Callable, path: str) -> None:
+    """Grader only: in the learner's kernel, after the test cell of problem `name`, write what the
+    answer does on the problem's cases (observe(), plain data) to `path`. The grader judges that
+    file in its own process (gptbook.exercises.judge), where the learner's code never ran: patching
+    this kernel's checker changes no score, and a forged record would have to contain the
+    reference's own results. get_answer is `lambda: <name>`, so an undefined name is recorded too."""
+    try:
+        fn = get_answer()
+    except NameError:
+        observations = [{"not_defined": True}]
+    else:
+        observations = problem_named(name).observe(fn)
+    torch.save({"problem": name, "observations": observations}, path)
