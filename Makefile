@@ -49,7 +49,7 @@ refresh: setup
 
 # Measure the bands of every trained figure: the book on each seed, then chapters/reference/quick.json.
 # REFERENCE_RUNS adds folders of executed notebooks made elsewhere (another CPU, a GPU).
-SEEDS ?= 1337 1338 2024
+SEEDS ?= 1337 1338 2024 7
 reference: setup
 	for s in $(SEEDS); do $(NBENV) $(PY) -m gptbook run --output-dir build/seeds/$$s -p seed=$$s || exit 1; done
 	$(PY) -m gptbook bands $(foreach s,$(SEEDS),build/seeds/$(s)/quick) $(REFERENCE_RUNS) --validate --write
