@@ -197,13 +197,13 @@ def measure(run_dirs: Iterable[Path], chapters_dir: Path = CHAPTERS_DIR, profile
             used = {label: r[cell["id"]] for label, r in runs.items()
                     if cell["id"] in r and source_hash(r[cell["id"]]["source"]) == h}
             if len(used) < MIN_RUNS:
-                cells[cell["id"]] = {"kind": "unmeasured", "source": h, "runs": sorted(used),
+                cells[cell["id"]] = {"kind": "unmeasured", "source": h, "runs": list(used),
                                      "why": f"{len(used)} run(s) with this cell's current source; need {MIN_RUNS}"}
                 continue
             entry = measure_cell([(full_text(c["outputs"], patterns), figure_text(c["outputs"], patterns))
                                   for c in used.values()])
             if entry["kind"] != "exact":
-                entry.update(source=h, runs=sorted(used))
+                entry.update(source=h, runs=list(used))   # in the order of "seen"
                 cells[cell["id"]] = entry
         ref["chapters"][ch_path.stem] = cells
     return ref
