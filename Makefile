@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE ?= 1
 # stored notebook outputs are made and checked without progress bars (gptbook.config.progress_enabled)
 NBENV := GPTBOOK_NO_PROGRESS=1
 
-.PHONY: book setup data lint test unit nbval lab exercises refresh reference bench clean doctor lock
+.PHONY: book setup data lint test unit nbval lab exercises refresh reference bench load-bench clean doctor lock
 
 book: setup
 	$(PY) -m gptbook run --profile $(PROFILE) --output-dir build
@@ -65,6 +65,10 @@ doctor: setup
 
 bench: setup
 	$(PY) benchmarks/run_all.py
+
+# the HTTP server under ApacheBench (needs ab: apt-get install apache2-utils); not part of `make bench`
+load-bench: setup
+	$(PY) benchmarks/load_bench.py
 
 clean:
 	rm -rf build
