@@ -68,11 +68,15 @@ def _join(x) -> str:
     return "".join(x) if isinstance(x, list) else str(x)
 
 
-def full_text(outputs, patterns) -> str:
-    """Everything nbval compares in a cell's outputs (streams, every text mime), sanitized."""
+def full_text(outputs, patterns, stderr: bool = True) -> str:
+    """Everything nbval compares in a cell's outputs (streams, every text mime), sanitized.
+    stderr=False also drops progress bars (stderr, or tqdm's notebook widget) and warnings: a
+    reader's run shows bars, stored outputs are made without them."""
     parts = []
     for o in outputs:
-        if o.get("output_type") == "stream":
+        if not stderr and "application/vnd.jupyter.widget-view+json" in o.get("data", {}):
+            continue
+        if o.get("output_type") == "stream" and (stderr or o.get("name") != "stderr"):
             parts.append(f"[{o.get('name')}]" + _join(o.get("text", "")))
         elif o.get("output_type") == "error":
             parts.append(f"[error]{o.get('ename')}: {o.get('evalue')}")
@@ -277,7 +281,8 @@ def compare(run_dir: Path, chapters_dir: Path = CHAPTERS_DIR, profile: str = "qu
             e = entry_for(ref, ch_path.stem, cell) or {"kind": "exact"}
             if e["kind"] == "exact":
                 n += 1
-                if full_text(cell["outputs"], patterns) != full_text(stored[cell["id"]]["outputs"], patterns):
+                if (full_text(cell["outputs"], patterns, stderr=False)
+                        != full_text(stored[cell["id"]]["outputs"], patterns, stderr=False)):
                     findings.append(Finding(ch_path.stem, cell["id"], "output differs from the stored one"))
                 continue
             problems = check(e, cell["source"], cell["outputs"], patterns)
