@@ -46,8 +46,9 @@ MIN_RUNS = 3                    # fewer runs than this measure no spread
 # (NaN counts as a figure: pandas prints it where a model-dependent count has no mean)
 NUMBER = re.compile(r"(?<![\w.])(?:[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?(?!\w|\.\d)|NaN(?!\w))")
 MASK = "§"
+WIDGET_MIME = "application/vnd.jupyter.widget-view+json"   # e.g. tqdm's notebook progress bar
 # what nbval compares besides text; images and widget ids it skips, and so do we
-SKIP_MIMES = ("image/png", "image/jpeg", "application/vnd.jupyter.widget-view+json")
+SKIP_MIMES = ("image/png", "image/jpeg", WIDGET_MIME)
 
 
 # ---------------------------------------------------------------------------- reading outputs
@@ -68,15 +69,15 @@ def _join(x) -> str:
     return "".join(x) if isinstance(x, list) else str(x)
 
 
-def full_text(outputs, patterns, stderr: bool = True) -> str:
+def full_text(outputs, patterns, progress: bool = True) -> str:
     """Everything nbval compares in a cell's outputs (streams, every text mime), sanitized.
-    stderr=False also drops progress bars (stderr, or tqdm's notebook widget) and warnings: a
-    reader's run shows bars, stored outputs are made without them."""
+    progress=False drops progress bars (stderr, or tqdm's notebook widget) and warnings: a reader's
+    run shows bars, stored outputs are made without them."""
     parts = []
     for o in outputs:
-        if not stderr and "application/vnd.jupyter.widget-view+json" in o.get("data", {}):
+        if not progress and WIDGET_MIME in o.get("data", {}):
             continue
-        if o.get("output_type") == "stream" and (stderr or o.get("name") != "stderr"):
+        if o.get("output_type") == "stream" and (progress or o.get("name") != "stderr"):
             parts.append(f"[{o.get('name')}]" + _join(o.get("text", "")))
         elif o.get("output_type") == "error":
             parts.append(f"[error]{o.get('ename')}: {o.get('evalue')}")
@@ -113,8 +114,6 @@ def numbers(text: str) -> list:
 
 def unit(printed: str) -> float:
     """One unit of the last printed digit: '0.412' -> 0.001, '17' -> 1, '1.5e-05' -> 1e-06."""
-    if printed == "NaN":
-        return 0.0
     mant, _, exp = printed.lower().partition("e")
     decimals = len(mant.split(".")[1]) if "." in mant else 0
     return 10.0 ** (int(exp or 0) - decimals)
@@ -128,6 +127,11 @@ def code_cells(nb: dict) -> list:
     """The code cells nbval runs and compares (not the parameters cell)."""
     return [c for c in nb["cells"] if c["cell_type"] == "code"
             and "parameters" not in c.get("metadata", {}).get("tags", [])]
+
+
+def cells_by_id(path: Path) -> dict:
+    """{cell id: code cell} of a notebook file (see code_cells)."""
+    return {c.get("id"): c for c in code_cells(json.loads(Path(path).read_text()))}
 
 
 def _skipped_by_nbval(cell) -> bool:
@@ -157,17 +161,14 @@ def measure_cell(samples: list) -> dict:
     texts = [fig for _, fig in samples]
     if len({skeleton(t) for t in texts}) > 1:
         return {"kind": "free", "why": "the words differ between runs (sampled or model-dependent text)"}
-    figs = [numbers(t) for t in texts]
-    per_figure = list(zip(*figs))                       # one tuple of samples per figure
-    finite = ([x[0] for x in f] for f in per_figure)
-    rels = [(max(v) - min(v)) / abs(statistics.fmean(v)) for v in finite
+    per_figure = list(zip(*(numbers(t) for t in texts)))     # one tuple of samples per figure
+    values = [[x[0] for x in f] for f in per_figure]
+    rels = [(max(v) - min(v)) / abs(statistics.fmean(v)) for v in values
             if not any(map(math.isnan, v)) and max(v) > min(v) and statistics.fmean(v) != 0]
     pooled = statistics.median(rels) if rels else None
-    bands = []
-    for f in per_figure:
-        values, printed = [x[0] for x in f], [x[1] for x in f]
-        bands.append({"band": band(values, printed, pooled), "context": f[0][2],
-                      "seen": ["NaN" if math.isnan(v) else v for v in values]})   # JSON has no NaN
+    bands = [{"band": band(v, [x[1] for x in f], pooled), "context": f[0][2],
+              "seen": ["NaN" if math.isnan(x) else x for x in v]}           # JSON has no NaN
+             for f, v in zip(per_figure, values)]
     return {"kind": "bands", "skeleton": skeleton(texts[0]), "figures": bands}
 
 
@@ -184,17 +185,12 @@ def measure(run_dirs: Iterable[Path], chapters_dir: Path = CHAPTERS_DIR, profile
     run_dirs = [Path(d) for d in run_dirs]
     rule = __doc__.split("Band rule. ")[1].split("\n\n")[0].replace("\n", " ")
     ref = {"profile": profile, "runs": [_run_label(d) for d in run_dirs], "rule": rule,
-           "made_with": "make reference (python -m gptbook bands measure RUN_DIR...)",
+           "made_with": "make reference (python -m gptbook bands RUN_DIR... --write)",
            "chapters": {}}
     for ch_path in sorted(Path(chapters_dir).glob("[0-9][0-9]_*.ipynb")):
-        nb = json.loads(ch_path.read_text())
-        runs = {}
-        for d in run_dirs:
-            p = d / ch_path.name
-            if p.exists():
-                runs[_run_label(d)] = {c.get("id"): c for c in code_cells(json.loads(p.read_text()))}
+        runs = {_run_label(d): cells_by_id(d / ch_path.name) for d in run_dirs if (d / ch_path.name).exists()}
         cells = {}
-        for cell in code_cells(nb):
+        for cell in cells_by_id(ch_path).values():
             if _skipped_by_nbval(cell):
                 continue
             h = source_hash(cell["source"])
@@ -235,8 +231,6 @@ def entry_for(ref: dict, chapter: str, cell: dict) -> Optional[dict]:
 def check(entry: dict, cell_source, outputs, patterns) -> list:
     """Problems (strings) of one executed cell against its entry; [] when it holds."""
     kind = entry["kind"]
-    if kind == "exact":
-        return []
     if source_hash(cell_source) != entry["source"]:
         return ["this cell's source changed after its bands were measured: run `make reference` "
                 "(or `make reference SEEDS=...`) to measure them again"]
@@ -274,15 +268,15 @@ def compare(run_dir: Path, chapters_dir: Path = CHAPTERS_DIR, profile: str = "qu
         if not mine.exists():
             notes.append(f"{ch_path.stem}: not in {run_dir} (run `python -m gptbook run {ch_path.stem[:2]}`)")
             continue
-        stored = {c.get("id"): c for c in code_cells(json.loads(ch_path.read_text()))}
-        for cell in code_cells(json.loads(mine.read_text())):
+        stored = cells_by_id(ch_path)
+        for cell in cells_by_id(mine).values():
             if _skipped_by_nbval(cell) or cell.get("id") not in stored:
                 continue
-            e = entry_for(ref, ch_path.stem, cell) or {"kind": "exact"}
-            if e["kind"] == "exact":
+            e = entry_for(ref, ch_path.stem, cell)
+            if e is None:                       # exact: compared with the stored output
                 n += 1
-                if (full_text(cell["outputs"], patterns, stderr=False)
-                        != full_text(stored[cell["id"]]["outputs"], patterns, stderr=False)):
+                if (full_text(cell["outputs"], patterns, progress=False)
+                        != full_text(stored[cell["id"]]["outputs"], patterns, progress=False)):
                     findings.append(Finding(ch_path.stem, cell["id"], "output differs from the stored one"))
                 continue
             problems = check(e, cell["source"], cell["outputs"], patterns)
@@ -300,8 +294,8 @@ def pytest_collection_modifyitems(config, items):
         return
     ref, patterns = load("quick"), sanitize_patterns()
     for item in nb_items:
-        e = entry_for(ref, Path(str(item.fspath)).stem, item.cell)
-        if e is None or "parameters" in item.cell.get("metadata", {}).get("tags", []):
+        e = entry_for(ref, Path(str(item.fspath)).stem, item.cell)   # never the parameters cell
+        if e is None:
             continue
         item.options["check"] = False          # nbval only runs it; the bands are checked below
 
@@ -327,7 +321,7 @@ def validate(run_dirs: list, chapters_dir: Path = CHAPTERS_DIR) -> dict:
             p = Path(held) / f"{ch}.ipynb"
             if not p.exists():
                 continue
-            held_cells = {c.get("id"): c for c in code_cells(json.loads(p.read_text()))}
+            held_cells = cells_by_id(p)
             for cid, e in cells.items():
                 c = held_cells.get(cid)
                 if c is None or e["kind"] != "bands" or source_hash(c["source"]) != e["source"]:

@@ -161,5 +161,5 @@ def test_reader_runs_progress_bars_are_not_differences():
         "application/vnd.jupyter.widget-view+json": {"model_id": "abc", "version_major": 2}})
     err = nbformat.v4.new_output("stream", name="stderr", text="training: 100%|###| 3/3\n")
     stored, mine = _outs("loss 2.1\n"), [bar, err] + _outs("loss 2.1\n")
-    assert reference.full_text(mine, pats, stderr=False) == reference.full_text(stored, pats, stderr=False)
+    assert reference.full_text(mine, pats, progress=False) == reference.full_text(stored, pats, progress=False)
     assert reference.full_text(mine, pats) != reference.full_text(stored, pats)   # nbval's view keeps them
