@@ -52,7 +52,7 @@ def main(argv=None):
     a = ap.parse_args(argv)
     sys.path.insert(0, str(ROOT))
     from gptbook import data
-    from gptbook.run import resolve
+    from gptbook.cli.run import resolve
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
     tmp = None
     if a.fresh_cache:

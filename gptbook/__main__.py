@@ -3,13 +3,13 @@ import importlib
 import sys
 
 COMMANDS = {
-    "run": ("gptbook.run", "execute chapters headless with papermill"),
-    "data": ("gptbook.bundle", "fetch / verify the offline data bundle"),
-    "doctor": ("gptbook.doctor", "check this machine's setup and print fixes"),
+    "run": ("gptbook.cli.run", "execute chapters headless with papermill"),
+    "data": ("gptbook.cli.bundle", "fetch / verify the offline data bundle"),
+    "doctor": ("gptbook.cli.doctor", "check this machine's setup and print fixes"),
     "exercises": ("gptbook.exercises.cli", "release or grade the exercise notebooks"),
     "serve": ("gptbook.deploy.serve", "serve the book's model over HTTP"),
-    "compare": ("gptbook.reference", "check a run of the book against the reference (exact outputs and bands)"),
-    "bands": ("gptbook.reference:main_measure", "measure the reference bands from runs on several seeds"),
+    "compare": ("gptbook.cli.reference", "check a run of the book against the reference (exact outputs and bands)"),
+    "bands": ("gptbook.cli.reference:main_measure", "measure the reference bands from runs on several seeds"),
 }
 
 

@@ -7,45 +7,15 @@ Tensor names follow nanoGPT: idx, targets, logits, B, T, C, q, k, v, att.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields, replace
 from typing import NamedTuple, Optional
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .config import GPTConfig   # the architecture's sizes live with the profiles that choose them
+
 IGNORE_INDEX = -100     # a target with this id adds nothing to the loss (F.cross_entropy's default)
-
-
-@dataclass(frozen=True)
-class GPTConfig:
-    vocab_size: int = 50257
-    block_size: int = 1024      # context length (HF: n_positions)
-    n_layer: int = 12
-    n_head: int = 12
-    n_embd: int = 768
-    dropout: float = 0.0
-    bias: bool = True           # GPT-2 has biases in Linear layers and LayerNorms
-    layer_norm_epsilon: float = 1e-5
-    flash: bool = True          # True: F.scaled_dot_product_attention; False: the manual path
-
-    def __post_init__(self):
-        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) <= 0:
-                raise ValueError(f"GPTConfig.{name} must be a positive int, got {getattr(self, name)!r}")
-        if self.n_embd % self.n_head:
-            raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}): "
-                             f"each head gets n_embd // n_head dimensions")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-
-    def replace(self, **changes) -> "GPTConfig":
-        """A copy with some fields changed; unknown field names raise."""
-        known = {f.name for f in fields(self)}
-        unknown = set(changes) - known
-        if unknown:
-            raise ValueError(f"unknown GPTConfig field(s) {sorted(unknown)}; valid: {sorted(known)}")
-        return replace(self, **changes)
 
 
 # Published configurations (vocab, context, layers, heads, width). Sources: GPT-1 paper

@@ -69,3 +69,17 @@ def table(rows, columns=None):
     """A list of dicts (or tuples + columns) -> pandas DataFrame for display."""
     import pandas as pd
     return pd.DataFrame(rows, columns=columns)
+
+
+def show(obj, markdown: bool = False) -> None:
+    """Display `obj` in IPython/Jupyter (a str as rendered Markdown when markdown=True), print it
+    elsewhere (a script, a test); never raises for want of a display."""
+    try:
+        from IPython import get_ipython
+        from IPython.display import Markdown, display
+        if get_ipython() is not None:
+            display(Markdown(obj) if markdown else obj)
+            return
+    except ImportError:  # no IPython: plain text
+        pass
+    print(obj)

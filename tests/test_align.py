@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gptbook import align
+from gptbook.finetune import align
 from gptbook.model import GPT
 
 

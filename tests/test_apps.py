@@ -4,7 +4,8 @@ import math
 import pytest
 import torch
 
-from gptbook import apps, monitor, recommend, retrieval
+from gptbook.apps import monitor, recommend, retrieval
+from gptbook.apps import prompting as apps
 from gptbook.model import GPT
 
 FAQ = [("How do I reset my password?", "Use the 'forgot password' link.", "account"),
@@ -18,7 +19,8 @@ FAQ = [("How do I reset my password?", "Use the 'forgot password' link.", "accou
 
 @pytest.fixture(scope="module")
 def minilm():
-    from gptbook import data, embed
+    from gptbook import data
+    from gptbook.apps import embed
     try:
         data.minilm_path()
     except data.DataMissing as e:
@@ -43,13 +45,13 @@ def test_embed_batching_does_not_change_vectors(minilm):
 
 
 def test_mean_pool_ignores_padding():
-    from gptbook.embed import mean_pool
+    from gptbook.apps.embed import mean_pool
     h = torch.tensor([[[1.0, 2.0], [3.0, 4.0], [100.0, 100.0]]])
     assert mean_pool(h, torch.tensor([[1, 1, 0]])).tolist() == [[2.0, 3.0]]
 
 
 def test_embed_rejects_a_bare_string():
-    from gptbook.embed import embed
+    from gptbook.apps.embed import embed
     with pytest.raises(TypeError):
         embed("not a list")
 

@@ -4,7 +4,8 @@ import shutil
 
 import pytest
 
-from gptbook import bundle, data
+from gptbook import data
+from gptbook.cli import bundle
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 import pytest
 from packaging.specifiers import SpecifierSet
 
-from gptbook import doctor
+from gptbook.cli import doctor
 
 
 def test_clean_machine_passes(capsys):

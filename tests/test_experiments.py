@@ -3,7 +3,8 @@ import copy
 import pytest
 import torch
 
-from gptbook import config, experiments
+from gptbook import config
+from gptbook.finetune import experiments
 from gptbook.model import GPT
 from gptbook.train import History
 

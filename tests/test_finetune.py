@@ -1,9 +1,9 @@
-"""gptbook.finetune on tiny configs: pooling, padding invariance, HF parity, label alignment."""
+"""gptbook.finetune.tasks on tiny configs: pooling, padding invariance, HF parity, label alignment."""
 import pytest
 import torch
 
-from gptbook import finetune
-from gptbook.finetune import IGNORE, GPTForSequenceClassification, GPTForTokenClassification
+from gptbook.finetune import tasks as finetune
+from gptbook.finetune.tasks import IGNORE, GPTForSequenceClassification, GPTForTokenClassification
 from gptbook.model import GPT
 
 PAD = 1

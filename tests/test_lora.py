@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from gptbook import lora
+from gptbook.finetune import lora
 from gptbook.model import GPT
 
 

@@ -1,4 +1,4 @@
-"""The reference bands: how a cell is classified, what passes, what fails (gptbook.reference)."""
+"""The reference bands: how a cell is classified, what passes, what fails (gptbook.cli.reference)."""
 import json
 import subprocess
 import sys
@@ -6,7 +6,7 @@ import sys
 import nbformat
 import pytest
 
-from gptbook import reference
+from gptbook.cli import reference
 
 
 def _nb(path, cells):
@@ -137,7 +137,7 @@ def test_nbval_uses_the_bands(book):
         e["chapters"]["03_x"]["c2"]["source"] = reference.source_hash(c.source)
         reference.reference_path().write_text(json.dumps(e))
         r = subprocess.run([sys.executable, "-m", "pytest", "-q", "--nbval", "--nbval-current-env",
-                            "-p", "gptbook.reference", "-p", "no:cacheprovider", str(path)],
+                            "-p", "gptbook.cli.reference", "-p", "no:cacheprovider", str(path)],
                            cwd=tmp, capture_output=True, text=True)
         assert r.returncode == want, r.stdout[-3000:]
         if want:

@@ -4,7 +4,7 @@ import json
 import nbformat
 import pytest
 
-from gptbook import run as runmod
+from gptbook.cli import run as runmod
 
 
 def _nb(path, body):

@@ -1,7 +1,7 @@
 """Chapter 04 widgets: real ipywidgets when asked, printed fallback when headless."""
 import pytest
 
-from gptbook import widgets
+from gptbook.apps import widgets
 
 
 def test_headless_chat_prints_transcript(capsys, monkeypatch):

@@ -5,8 +5,7 @@ nbgrader sources; `python -m gptbook exercises release|grade` works without nbgr
 """
 from .core import CORRECT, INCORRECT, NOT_ATTEMPTED, FunctionProblem, Outcome, Problem, grading
 
-CHAPTERS = {"01": "01_architecture", "02": "02_math", "03": "03_finetuning",
-            "04": "04_applications", "05": "05_deployment"}
+from ..config import CHAPTERS
 
 __all__ = ["CORRECT", "INCORRECT", "NOT_ATTEMPTED", "FunctionProblem", "Outcome", "Problem",
            "grading", "CHAPTERS"]

@@ -7,7 +7,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .. import finetune, train
+from .. import train
+from ..finetune import tasks
 from .core import Incorrect, Problem, _TimeLimit, compare, function_problem, gen, problem_text, problems_of
 
 
@@ -155,7 +156,7 @@ def lr_at_cases():
     return [(s, 1e-3, 1e-4, 10, 100) for s in (0, 4, 9, 10, 55, 99, 100, 150)] + [(3, 0.5, 0.0, 2, 6)]
 
 
-@function_problem("last_token_index", reference=finetune.last_token_index)
+@function_problem("last_token_index", reference=tasks.last_token_index)
 def last_token_index_cases():
     return [(torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]),),
             (torch.tensor([[0, 0, 1, 1], [0, 1, 1, 1]]),), (torch.tensor([[1]]),)]

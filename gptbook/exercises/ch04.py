@@ -4,7 +4,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .. import generate, model, monitor
+from .. import generate, model
+from ..apps import monitor
 from .core import function_problem, gen, problems_of
 
 

@@ -87,15 +87,8 @@ def grading() -> bool:
 
 
 def _show(obj):
-    try:
-        from IPython import get_ipython
-        from IPython.display import display
-        if get_ipython() is not None:
-            display(obj)
-            return
-    except ImportError:
-        pass
-    print(obj)
+    from ..viz import show     # imported here: a grader process need not load matplotlib to grade
+    show(obj)
 
 
 def _round(v):

@@ -98,7 +98,7 @@ def check_dependencies(requirements=None, version_of=_version) -> list:
 
 
 def check_cache() -> Check:
-    from . import data
+    from .. import data
     where = "GPTBOOK_CACHE" if os.environ.get("GPTBOOK_CACHE") else "the default"
     try:
         d = data.cache_dir()
@@ -112,7 +112,8 @@ def check_cache() -> Check:
 
 
 def check_data() -> Check:
-    from . import bundle, data
+    from .. import data
+    from . import bundle
     try:
         problems = bundle.verify()
     except data.SetupError:
@@ -131,7 +132,7 @@ def check_data() -> Check:
 def check_models() -> Check:
     """Load every cached model and tokenizer: a truncated or corrupted file would otherwise pass
     here and fail later in a chapter or in `serve` with a torch traceback."""
-    from . import data
+    from .. import data
     try:
         d = data.cache_dir()
     except data.SetupError:
@@ -164,7 +165,7 @@ def _load_cached(path) -> None:
     if not isinstance(ck, dict) or "state_dict" not in ck:
         raise ValueError("not a gptbook checkpoint (no state_dict)")
     if "config" in ck:                         # a GPT checkpoint: build it, as load_checkpoint does
-        from .model import GPT, GPTConfig
+        from ..model import GPT, GPTConfig
         GPT(GPTConfig(**ck["config"])).load_state_dict(ck["state_dict"])
 
 

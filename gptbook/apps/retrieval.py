@@ -112,7 +112,7 @@ class TfidfRetriever:
 
 
 class EmbeddingRetriever:
-    """Dense retriever: MiniLM sentence vectors (gptbook.embed) and cosine similarity."""
+    """Dense retriever: MiniLM sentence vectors (gptbook.apps.embed) and cosine similarity."""
 
     def __init__(self, docs: Sequence[str], embed_fn: Optional[Callable] = None):
         from . import embed
@@ -181,7 +181,7 @@ class Reply:
 
 def rag_prompt(entries: Sequence[FAQEntry], ids: Sequence[int], query: str) -> str:
     """Retrieved pairs as 'Q: .. / A: ..' lines, then the user's question and an open 'A:'."""
-    from .finetune import dialogue_format     # the format chapter 03 fine-tunes on
+    from ..finetune.tasks import dialogue_format     # the format chapter 03 fine-tunes on
     shots = "".join(dialogue_format(entries[i].question, entries[i].answers[0]) + "\n" for i in ids)
     return shots + dialogue_format(query)
 
@@ -212,7 +212,7 @@ class Assistant:
 
     def generate(self, prompt: str) -> str:
         """Continue the prompt with the book's GPT (greedy); the first non-empty line is the answer."""
-        from .generate import generate
+        from ..generate import generate
         ids = self.tok.encode(prompt).ids
         keep = self.model.config.block_size - self.max_new_tokens
         idx = torch.tensor([ids[-keep:]])

@@ -12,8 +12,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import Profile
-from .model import GPT, IGNORE_INDEX as IGNORE     # IGNORE: the label id the loss skips (padding, later sub-tokens)
+from ..config import Profile
+from ..model import GPT, IGNORE_INDEX as IGNORE     # IGNORE: the label id the loss skips (padding, later sub-tokens)
 
 SENTIMENT_LABELS = ("negative", "neutral", "positive")
 
@@ -132,7 +132,7 @@ def train_head(model: nn.Module, seqs: list, labels: list, cfg: Profile, pad_id:
                steps: Optional[int] = None, learning_rate: Optional[float] = None,
                progress: bool = False, seed_offset: int = 0):
     """Fine-tune a head model (ours or HF's) with gptbook.train.train. Returns a History."""
-    from .train import train
+    from ..train import train
     g = torch.Generator().manual_seed(cfg.seed + seed_offset)
     get = batcher(seqs, labels, cfg.finetune_batch_size, pad_id, g)
 
@@ -211,7 +211,7 @@ def dialogue_format(question: str, answer: str = "") -> str:
 
 def dialogue_splits(cfg: Profile, lang: str = "english", val: float = 0.1):
     """chatterbot pairs -> (train, val) lists of (q, a, topic): a fixed shuffle by cfg.seed."""
-    from . import data
+    from .. import data
     pairs = data.load_dialogues(lang)
     order = torch.randperm(len(pairs), generator=torch.Generator().manual_seed(cfg.seed)).tolist()
     n_val = int(len(pairs) * val)
@@ -232,7 +232,7 @@ def dialogue_stream(tok, pairs) -> torch.Tensor:
 def sentiment_splits(cfg: Profile, cut: float = 0.5):
     """VADER movie snippets -> {"train"|"val"|"test": [(text, label)]}: a fixed stratified 70/10/20
     split (seed from cfg); train is capped at cfg.max_examples, val/test at a quarter of it."""
-    from . import data
+    from .. import data
     rows = data.load_vader("movie", cut)
     train_idx, val_idx, test_idx = stratified_split([r[1] for r in rows], cfg.seed)
     cap = cfg.max_examples
@@ -251,8 +251,8 @@ def sentiment_classifier(cfg: Profile, progress: bool = True, retrain: bool = Fa
     `model.history` is the fine-tuning History.
     Classify: `predict(model, encode(tok, texts, cfg.block_size), pad_id)` with
     `pad_id = tok.token_to_id("<|pad|>")`."""
-    from . import data
-    from .train import History, _cache_key, pretrained
+    from .. import data
+    from ..train import History, _cache_key, pretrained
     path = data.cache_dir() / "models" / (f"sentiment-{_cache_key(cfg)}-{cfg.finetune_steps}-"
                                           f"{cfg.finetune_batch_size}-{cfg.finetune_lr}-{cfg.max_examples}.pt")
     gpt, tok, _ = pretrained(cfg, progress=progress)

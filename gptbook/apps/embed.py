@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 def load_minilm(path: Optional[str] = None):
     """(tokenizer, model in eval mode) from the packaged MiniLM folder; loads offline, once."""
-    from . import data
+    from .. import data
     return _load(str(path or data.minilm_path()))
 
 

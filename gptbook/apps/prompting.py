@@ -8,9 +8,9 @@ from typing import List, Optional, Sequence
 
 import torch
 
-from .config import Profile
-from .generate import generate, left_pad
-from .model import GPT, IGNORE_INDEX as IGNORE     # IGNORE: the target id the loss skips
+from ..config import Profile
+from ..generate import generate, left_pad
+from ..model import GPT, IGNORE_INDEX as IGNORE     # IGNORE: the target id the loss skips
 
 # ---------------------------------------------------------------- a synthetic arithmetic corpus
 
@@ -92,7 +92,7 @@ def answer_targets(text: str) -> torch.Tensor:
 def pretrain_arithmetic(cfg: Profile, steps: int, progress: bool = False):
     """A tiny character-level GPT (ARITH_MODEL) trained with gptbook.train on arithmetic_corpus, the
     loss on the answers only (answer_targets). -> (model, History)"""
-    from .train import batch_fn, train
+    from ..train import batch_fn, train
     r = ARITH_RECIPE
     text = arithmetic_corpus(r["n_lines"], cfg.seed, r["max_operand"])
     ids, tgt = torch.tensor(encode(text)), answer_targets(text)
@@ -108,8 +108,8 @@ def pretrain_arithmetic(cfg: Profile, steps: int, progress: bool = False):
 
 def arithmetic_gpt(cfg: Profile, progress: bool = False):
     """pretrain_arithmetic(cfg, cfg.arith_steps), cached next to the book's GPT. -> (model, History)"""
-    from . import data
-    from .train import History, load_checkpoint, save_checkpoint
+    from .. import data
+    from ..train import History, load_checkpoint, save_checkpoint
     key = "-".join(str(v) for v in (cfg.arith_steps, *ARITH_MODEL.values(), *ARITH_RECIPE.values(),
                                     cfg.seed, cfg.dtype))
     path = data.cache_dir() / "models" / f"arith-{key}.pt"
@@ -209,7 +209,7 @@ def distinct_n(sequences: Sequence[Sequence[int]], n: int) -> float:
 def continuation_nll(model, idx: torch.Tensor, start: int) -> torch.Tensor:
     """Mean negative log-likelihood (nats/token) of idx[:, start:] given what precedes it, under the
     model at temperature 1. idx (B, T) -> (B,)"""
-    from .mathx import token_logprobs
+    from ..mathx import token_logprobs
     return -token_logprobs(model, idx)[:, start - 1:].mean(1)      # (B, T-1) -> (B,)
 
 

@@ -8,7 +8,8 @@ import math
 
 import torch
 
-from .errata import erratum, error_of, quiet, seeded, tiny_forward, tiny_gpt, tiny_hf_config
+from .helpers import error_of, quiet, seeded, tiny_forward, tiny_gpt, tiny_hf_config
+from .registry import erratum
 
 
 def undefined_names(code: str, defined: dict) -> list:
@@ -39,7 +40,7 @@ def _e21():
 @erratum("E22")
 def _e22():
     import torch.nn as nn
-    from .model import PUBLISHED, count_params
+    from ..model import PUBLISHED, count_params
     cfg, m = PUBLISHED["GPT-2 small"], 64                   # bottleneck size m
     adapters = nn.ModuleList(nn.Sequential(nn.Linear(cfg.n_embd, m), nn.GELU(), nn.Linear(m, cfg.n_embd))
                              for _ in range(2 * cfg.n_layer))  # after attention and after the MLP
@@ -252,8 +253,8 @@ def _e44():
 def _e46():
     import copy
 
-    from . import apps
-    from .generate import generate
+    from ..apps import prompting as apps
+    from ..generate import generate
     prompt = apps.few_shot_prompt((47, 38), [(3, 4)], steps=True)        # one worked example, then the question
     idx = torch.tensor([apps.encode(prompt)])
     with seeded(0):

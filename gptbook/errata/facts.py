@@ -6,8 +6,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .errata import erratum, quiet, seeded, small, tiny_forward, tiny_gpt
-from .model import PUBLISHED, count_params
+from .helpers import quiet, seeded, small, tiny_forward, tiny_gpt
+from .registry import erratum
+from ..model import PUBLISHED, count_params
 
 # arXiv identifiers encode the month of first submission (YYMM.NNNNN)
 ARXIV = {"Transformer (Vaswani et al.)": "1706.03762", "ULMFiT (Howard & Ruder)": "1801.06146",
@@ -149,8 +150,8 @@ def _hf_sizes():
 
 @erratum("E19")
 def _e19():
-    from .errata import gpt2_tok
-    from .tokenizer import tiktoken_encoding
+    from .helpers import gpt2_tok
+    from ..tokenizer import tiktoken_encoding
     sizes = _hf_sizes()
     s = "这部电影非常好看"
     n2, n35 = len(gpt2_tok()(s)["input_ids"]), len(tiktoken_encoding("cl100k_base").encode(s))

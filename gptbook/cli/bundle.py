@@ -13,9 +13,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import data
+from .. import data
 
-MANIFEST = Path(__file__).with_name("data_manifest.json")
+MANIFEST = Path(__file__).resolve().parents[1] / "data_manifest.json"   # beside data.py, which owns the sources
 
 
 def sha256(path: Path) -> str:

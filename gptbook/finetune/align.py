@@ -14,7 +14,7 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from .model import IGNORE_INDEX as IGNORE      # the label value GPT.forward (and F.cross_entropy) skips
+from ..model import IGNORE_INDEX as IGNORE      # the label value GPT.forward (and F.cross_entropy) skips
 
 TEMPLATE = "### Instruction:\n{prompt}\n\n### Response:\n"
 
@@ -185,7 +185,7 @@ def preference_metrics(model, ref_model, encoded, pad_id: int, beta: float = 0.1
 @torch.no_grad()
 def respond(model, tok, prompt: str, max_new_tokens: int = 40, device="cpu") -> str:
     """Greedy answer to one instruction, cut at <|endoftext|>."""
-    from .generate import generate
+    from ..generate import generate
     eos = tok.token_to_id("<|endoftext|>")
     ids = tok.encode(format_prompt(prompt)).ids
     room = model.config.block_size - len(ids)

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import torch
 
-from .errata import erratum, error_of, gpt2_tok, quiet, seeded, tiny_gpt, tiny_hf_config
+from .helpers import error_of, gpt2_tok, quiet, seeded, tiny_gpt, tiny_hf_config
+from .registry import erratum
 
 
 def _seqcls(num_labels: int = 2, pad: bool = True):
@@ -122,7 +123,7 @@ def _e11():
 
 @erratum("E12")
 def _e12():
-    from .generate import generate, left_pad
+    from ..generate import generate, left_pad
     prompt, pad = [5, 17, 42, 9], 1
     with seeded(0):
         m = tiny_gpt()

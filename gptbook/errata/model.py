@@ -1,6 +1,6 @@
 """Errata about the architecture and the math (chapters 01 and 02), each demonstrated by code.
 
-Registered into `gptbook.errata.REGISTRY` on import (gptbook.errata imports this module).
+Registered into `gptbook.errata.REGISTRY` when gptbook.errata imports this module.
 """
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .errata import erratum, error_of, seeded, small, tiny_forward, tiny_gpt
-from .model import PUBLISHED, GPTConfig, count_params
+from .helpers import error_of, seeded, small, tiny_forward, tiny_gpt
+from .registry import erratum
+from ..model import PUBLISHED, GPTConfig, count_params
 
 
 def _fmt(n: float) -> str:
@@ -20,7 +21,7 @@ def _fmt(n: float) -> str:
 
 @erratum("E1")
 def _e1():
-    from .errata import gpt2_tok
+    from .helpers import gpt2_tok
     with seeded(0):
         m = tiny_gpt()
         x = torch.randint(2, 64, (1, 10))
@@ -44,7 +45,7 @@ def _e2():
 
     import transformers.models
     from transformers import GPT2Model
-    from .errata import tiny_hf_config
+    from .helpers import tiny_hf_config
     with seeded(0):
         hf = GPT2Model(tiny_hf_config())
         m = tiny_gpt(n_layer=1)
@@ -103,7 +104,7 @@ def _e10():
 @erratum("E13")
 def _e13():
     from transformers import GPT2LMHeadModel
-    from .errata import tiny_hf_config
+    from .helpers import tiny_hf_config
     with seeded(0):
         m = tiny_gpt()
         hf = GPT2LMHeadModel(tiny_hf_config(n_layer=2))

@@ -8,8 +8,8 @@ from typing import Callable, Sequence
 import torch
 import torch.nn as nn
 
-from .config import Profile
-from .train import History, train
+from ..config import Profile
+from ..train import History, train
 
 
 def cycle_batches(batches: Sequence) -> Callable:

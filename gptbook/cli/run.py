@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Iterable, Optional
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]   # the checkout: gptbook/cli/run.py -> ../..
 CHAPTERS_DIR = ROOT / "chapters"
 
 
@@ -56,7 +56,7 @@ def run(chapters: Iterable[str] = (), profile: str = "quick", output_dir: str = 
     """Execute chapters in order; print one line per chapter; return the number that failed.
     refresh=True writes the executed quick-profile notebook back over the source (for nbval)."""
     import papermill as pm
-    from .config import PROFILES
+    from ..config import PROFILES
     if profile not in PROFILES:
         raise SystemExit(f"unknown profile {profile!r}; valid profiles: {sorted(PROFILES)}")
     if refresh and profile != "quick":
@@ -77,7 +77,7 @@ def run(chapters: Iterable[str] = (), profile: str = "quick", output_dir: str = 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if refresh:  # stored outputs must not depend on the cache state: no progress bars (see config)
         os.environ["GPTBOOK_NO_PROGRESS"] = "1"
-        from .config import DEFAULT_SEED   # stored outputs are the default seed's, whatever GPTBOOK_SEED says
+        from ..config import DEFAULT_SEED   # stored outputs are the default seed's, whatever GPTBOOK_SEED says
         params.setdefault("seed", DEFAULT_SEED)
     failed = 0
     for nb in paths:

@@ -288,7 +288,7 @@ def compare(run_dir: Path, chapters_dir: Path = CHAPTERS_DIR, profile: str = "qu
 # ---------------------------------------------------------------------------- pytest (nbval) wiring
 
 def pytest_collection_modifyitems(config, items):
-    """Loaded with `-p gptbook.reference`: nbval cells with an entry are compared here, not by nbval."""
+    """Loaded with `-p gptbook.cli.reference`: nbval cells with an entry are compared here, not by nbval."""
     nb_items = [i for i in items if hasattr(i, "cell") and hasattr(i, "options")]
     if not nb_items:
         return

@@ -1,0 +1,69 @@
+"""The errata registry: each id's texts (errata.toml) and the demo function that shows what is true.
+Demo modules register with the `erratum` decorator; they import this module, never the package."""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Callable
+
+from ..config import CHAPTERS
+
+DOCS = {
+    "000": "GPT-3.5 原理与实现",
+    "001": "GPT-3.5 原理与代码实例讲解",
+    "002": "从 GPT-1 到 GPT-3.5",
+    "003": "OpenAI 大模型开发与应用实践",
+    "004": "从初代GPT到ChatGPT，再到GPT-4",
+}
+
+
+@dataclass(frozen=True)
+class Erratum:
+    id: str
+    doc: str          # "000" .. "004" (file ../shared/seeds/NNN_*.txt)
+    section: str      # e.g. "§5.2"
+    chapter: str      # "01" .. "05": where the book shows it
+    claim: str        # the document's words, in Chinese
+    truth: str        # what is true, in English
+    demo: Callable[[], str]
+
+
+REGISTRY: dict = {}
+
+
+@functools.lru_cache(maxsize=1)
+def texts() -> dict:
+    """errata.toml: each id's doc, section, chapter, claim (Chinese, verbatim) and truth (English)."""
+    from ..data import package_toml
+    return package_toml(__package__, "errata.toml")
+
+
+def erratum(id: str):
+    """Decorator: register `demo` as the demonstration of erratum `id` (its texts are in errata.toml)."""
+    def wrap(fn):
+        if id in REGISTRY:
+            raise ValueError(f"duplicate erratum id {id}")
+        if id not in texts():
+            raise ValueError(f"erratum {id} has a demo but no entry in gptbook/errata/errata.toml")
+        t = texts()[id]
+        if t["doc"] not in DOCS or t["chapter"] not in CHAPTERS:
+            raise ValueError(f"erratum {id}: doc must be one of {list(DOCS)} and chapter one of "
+                             f"{list(CHAPTERS)}, got doc={t['doc']!r} chapter={t['chapter']!r}")
+        REGISTRY[id] = Erratum(id, t["doc"], t["section"], t["chapter"], t["claim"], t["truth"], fn)
+        return fn
+    return wrap
+
+
+def get(id: str) -> Erratum:
+    if id not in REGISTRY:
+        raise KeyError(f"unknown erratum {id!r}; known: {', '.join(sorted(REGISTRY, key=_order))}")
+    return REGISTRY[id]
+
+
+def _order(id: str):
+    return int(id[1:]) if id[1:].isdigit() else 10**6
+
+
+def demonstrate(id: str) -> str:
+    """Run the demonstration; returns its evidence (raises AssertionError if it no longer holds)."""
+    return get(id).demo()
