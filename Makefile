@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE ?= 1
 # the cache (data, tokenizer, models) is build/cache: gptbook.data.cache_dir() defaults to it in a
 # checkout, for make and for every python -m gptbook command alike (GPTBOOK_CACHE overrides both)
 # stored notebook outputs are made and checked without progress bars (gptbook.config.progress_enabled)
-NBENV := GPTBOOK_NO_PROGRESS=1
+NBENV := GPTBOOK_NO_PROGRESS=1 GPTBOOK_INTERACTIVE=0
 
 .PHONY: book setup data lint test unit nbval lab exercises refresh reference bench load-bench clean doctor lock
 
@@ -55,7 +55,8 @@ reference: setup
 	$(PY) -m gptbook bands $(foreach s,$(SEEDS),build/seeds/$(s)/quick) $(REFERENCE_RUNS) --validate --write
 
 lab: setup
-	$(VENV)/bin/jupyter lab chapters/
+	# the root is the checkout, so links between chapters/ and exercises/ work; root users (containers) need --allow-root
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir="$(CURDIR)" --LabApp.default_url=/lab/tree/chapters $(if $(filter 0,$(shell id -u)),--allow-root)
 
 exercises: setup
 	$(PY) -m gptbook exercises release

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from gptbook import config, data, train  # noqa: E402
+from gptbook import config, train  # noqa: E402
 
 NANOGPT_SHAKESPEARE_CHAR_VAL = 1.4697   # nats/char, nanoGPT README (quoted)
 
@@ -30,7 +30,7 @@ def main(argv=None):
     rows = []
     for name in a.profiles:
         cfg = config.setup(name)
-        path = data.cache_dir() / "models" / f"{train._cache_key(cfg)}.pt"
+        path = train.model_path(train.pretrained_key(cfg))
         if not path.exists() and not a.train_missing:
             print(f"{name}: no cached model ({path.name}); run chapter 03 in this profile or pass --train-missing")
             continue

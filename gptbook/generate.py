@@ -120,14 +120,47 @@ def generate(model, idx, max_new_tokens: int, temperature: float = 1.0, top_k: O
     return idx
 
 
-def left_pad(sequences, pad_id: int):
-    """List of token-id lists -> (idx (B, T), attention_mask (B, T)), padded on the LEFT."""
+@torch.no_grad()
+def generate_text(model, tok, prompt: str, max_new_tokens: int, crop: bool = False,
+                  eos_token_id: Optional[int] = None, device=None, **kwargs) -> str:
+    """The text `model` adds to `prompt`: encode, generate (kwargs as generate's; pass
+    temperature=0.0 for greedy), keep only the new tokens, cut at eos_token_id, decode.
+    tok: a tokenizers.Tokenizer, or anything whose encode(text) gives ids (a list, or .ids) and
+    whose decode(ids) gives text. The answer gets the room the prompt leaves in the context (at most
+    max_new_tokens); crop=True drops the prompt's start instead, so that all max_new_tokens fit."""
+    ids = tok.encode(prompt)
+    ids = list(getattr(ids, "ids", ids))
+    block_size = model.config.block_size
+    if crop:
+        ids = ids[-(block_size - max_new_tokens):]
+    device = device if device is not None else next(model.parameters()).device
+    idx = torch.tensor([ids], device=device)
+    out = generate(model, idx, min(max_new_tokens, block_size - len(ids)), eos_token_id=eos_token_id,
+                   **kwargs)
+    new = out[0, len(ids):].tolist()
+    if eos_token_id is not None and eos_token_id in new:
+        new = new[:new.index(eos_token_id)]
+    return tok.decode(new)
+
+
+def pad(sequences, pad_id: int, side: str = "left"):
+    """List of token-id lists -> (idx (B, T), attention_mask (B, T) with 1 = real token), padded on
+    the LEFT (for generation: every row's next token at the same position) or the RIGHT (for
+    classification and training: every row starts at position 0)."""
+    if side not in ("left", "right"):
+        raise ValueError(f"side must be 'left' or 'right', got {side!r}")
     if not sequences or any(len(s) == 0 for s in sequences):
-        raise ValueError("left_pad needs a non-empty list of non-empty token sequences")
+        raise ValueError("pad needs a non-empty list of non-empty token sequences")
     T = max(len(s) for s in sequences)
     idx = torch.full((len(sequences), T), pad_id, dtype=torch.long)
     mask = torch.zeros((len(sequences), T), dtype=torch.long)
     for i, s in enumerate(sequences):
-        idx[i, T - len(s):] = torch.tensor(s, dtype=torch.long)
-        mask[i, T - len(s):] = 1
+        cols = slice(T - len(s), T) if side == "left" else slice(0, len(s))
+        idx[i, cols] = torch.tensor(s, dtype=torch.long)
+        mask[i, cols] = 1
     return idx, mask
+
+
+def left_pad(sequences, pad_id: int):
+    """pad(sequences, pad_id, "left"): (idx (B, T), attention_mask (B, T)), padded on the LEFT."""
+    return pad(sequences, pad_id, "left")

@@ -13,6 +13,8 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from .model import IGNORE_INDEX
+
 
 # ---------------------------------------------------------------- softmax, entropy, cross-entropy
 
@@ -32,7 +34,7 @@ def entropy(p: torch.Tensor, dim: int = -1) -> torch.Tensor:
     return -(p * p.clamp_min(1e-30).log()).sum(dim)
 
 
-def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
+def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
     """Mean of -log softmax(logits)[target] from the definition. logits (N, V), targets (N,) -> ()."""
     if logits.dim() != 2 or targets.shape != logits.shape[:1]:
         raise ValueError(f"need logits (N, V) and targets (N,), got {tuple(logits.shape)} and "
@@ -43,7 +45,7 @@ def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int
     return -logp.gather(-1, targets[keep][:, None]).mean()
 
 
-def perplexity(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
+def perplexity(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
     """exp(mean cross-entropy in nats). logits (..., V), targets (...) -> () tensor."""
     V = logits.size(-1)
     if logits.shape[:-1] != targets.shape:
@@ -55,19 +57,31 @@ def perplexity(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = 
 
 # ---------------------------------------------------------------- the autoregressive factorisation
 
+def target_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """log softmax(logits)[target] at every position, 0 where the target is IGNORE_INDEX.
+    logits (B, T, V), targets (B, T) -> (B, T)."""
+    logp = F.log_softmax(logits.float(), dim=-1)
+    keep = targets != IGNORE_INDEX
+    return logp.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1) * keep  # (B, T)
+
+
 @torch.no_grad()
 def token_logprobs(model, idx: torch.Tensor) -> torch.Tensor:
     """log p(x_t | x_<t) for t = 1..T-1 from ONE forward pass. idx (B, T) -> (B, T-1)."""
     if idx.dim() != 2 or idx.size(1) < 2:
         raise ValueError(f"idx must be (B, T) with T >= 2 (x_0 is only context), got {tuple(idx.shape)}")
-    logits = model(idx).logits[:, :-1].float()          # (B, T-1, V): position t-1 predicts x_t
-    logp = F.log_softmax(logits, dim=-1)
-    return logp.gather(-1, idx[:, 1:, None]).squeeze(-1)  # (B, T-1)
+    # position t-1 predicts x_t
+    return target_logprobs(model(idx).logits[:, :-1], idx[:, 1:])   # (B, T-1)
 
 
-def sequence_logprob(model, idx: torch.Tensor) -> torch.Tensor:
-    """log p(x_1..x_{T-1} | x_0) = sum_t log p(x_t | x_<t). idx (B, T) -> (B,)."""
-    return token_logprobs(model, idx).sum(-1)
+def sequence_logprob(model, idx: torch.Tensor, targets: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """log p(x_1..x_{T-1} | x_0) = sum_t log p(x_t | x_<t). idx (B, T) -> (B,), without gradients.
+    With targets (B, T), labelled as GPT.forward takes them (targets[t] follows idx[:t+1],
+    IGNORE_INDEX = not counted): the sum of log p(targets_t | idx_<=t) over the counted positions,
+    with gradients (DPO trains on it)."""
+    if targets is None:
+        return token_logprobs(model, idx).sum(-1)
+    return target_logprobs(model(idx).logits, targets).sum(-1)
 
 
 # ---------------------------------------------------------------- attention
@@ -148,14 +162,14 @@ def layers_logits(model, idx: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 def mlm_corrupt(idx: torch.Tensor, mask_id: int, vocab_size: int, mask_prob: float = 0.15,
                 generator: Optional[torch.Generator] = None):
     """BERT's masked-LM corruption: pick mask_prob of the positions; of those 80% -> mask_id,
-    10% -> a random token, 10% unchanged. Returns (inputs (B, T), targets (B, T) with -100 where
-    nothing is to be predicted)."""
+    10% -> a random token, 10% unchanged. Returns (inputs (B, T), targets (B, T) with IGNORE_INDEX
+    where nothing is to be predicted)."""
     if not 0.0 < mask_prob < 1.0:
         raise ValueError(f"mask_prob must be in (0, 1), got {mask_prob}")
     u = torch.rand(idx.shape, generator=generator)
     r = torch.rand(idx.shape, generator=generator)
     chosen = u < mask_prob
-    targets = torch.where(chosen, idx, torch.full_like(idx, -100))
+    targets = torch.where(chosen, idx, torch.full_like(idx, IGNORE_INDEX))
     random_ids = torch.randint(vocab_size, idx.shape, generator=generator)
     inputs = torch.where(chosen & (r < 0.8), torch.full_like(idx, mask_id), idx)
     inputs = torch.where(chosen & (r >= 0.8) & (r < 0.9), random_ids, inputs)

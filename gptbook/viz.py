@@ -6,6 +6,25 @@ import matplotlib
 matplotlib.use(matplotlib.get_backend() if "inline" in matplotlib.get_backend() else "Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+# Chinese in plots: matplotlib's default font has no CJK glyphs (every character becomes a box), so
+# the first installed CJK family, if any, goes in front of the sans-serif list. `gptbook doctor`
+# says how to install one when there is none.
+CJK_FAMILIES = ("Noto Sans CJK SC", "Noto Sans SC", "Source Han Sans SC", "WenQuanYi Zen Hei",
+                "WenQuanYi Micro Hei", "SimHei", "Microsoft YaHei", "PingFang SC", "AR PL UMing CN")
+
+
+def cjk_font(installed=None):
+    """The name of an installed font family that can draw Chinese, or None."""
+    if installed is None:
+        from matplotlib import font_manager
+        installed = {f.name for f in font_manager.fontManager.ttflist}
+    return next((name for name in CJK_FAMILIES if name in installed), None)
+
+
+if cjk_font():
+    matplotlib.rcParams["font.sans-serif"] = [cjk_font(), *matplotlib.rcParams["font.sans-serif"]]
+    matplotlib.rcParams["axes.unicode_minus"] = False   # CJK fonts often lack U+2212 (the minus sign)
+
 
 def plot_losses(history, title: str = "Training and validation loss", ax=None):
     """Loss per step (train) and per evaluation (val) from a gptbook.train.History."""

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from gptbook.finetune import align
-from gptbook.model import GPT
+from gptbook.model import GPT, IGNORE_INDEX
 
 
 class _Tok:
@@ -29,7 +29,7 @@ def test_encode_pair_masks_the_prompt():
     tok = _Tok()
     ids, labels = align.encode_pair(tok, "hi", "yo", block_size=64)
     n_prompt = len(tok.encode(align.format_prompt("hi")).ids)
-    assert labels[:n_prompt] == [align.IGNORE] * n_prompt
+    assert labels[:n_prompt] == [IGNORE_INDEX] * n_prompt
     assert labels[n_prompt:] == ids[n_prompt:] and ids[-1] == 0  # response + eos are counted
     ids2, labels2 = align.encode_pair(tok, "hi", "yo", block_size=64, mask_prompt=False)
     assert ids2 == ids and labels2 == ids
@@ -42,7 +42,7 @@ def test_masked_loss_ignores_prompt_tokens(tiny_config):
     loss = model(x, y).loss
     # the loss is CE over the response positions only
     logits = model(x).logits
-    keep = y != align.IGNORE
+    keep = y != IGNORE_INDEX
     ref = F.cross_entropy(logits[keep], y[keep])
     torch.testing.assert_close(loss, ref)
     # no gradient reaches the logits at prompt (and padding) positions
@@ -85,6 +85,28 @@ def test_dpo_loss_is_log2_when_policy_equals_reference(tiny_config):
     assert math.isclose(m["dpo_loss"], math.log(2), rel_tol=1e-6) and m["reward_margin"] == 0.0
 
 
+def test_preference_logprobs_and_the_margin_dpo_moves(tiny_config):
+    """logprob_margin is the model's own preference; against a reference equal to the starting model,
+    DPO's reward margin is beta times its change."""
+    cfg = tiny_config.replace(block_size=64)
+    model = GPT(cfg)
+    start = copy.deepcopy(model).eval()
+    enc = align.encode_preferences(_Tok(), [("hi", "hello", "olleh"), ("sky?", "blue sky", "sky blue"),
+                                            ("name?", "gpt", "tpg")], 63)
+    w, l = align.preference_logprobs(model, enc, pad_id=1, batch_size=2)
+    assert w.shape == l.shape == (3,) and (w < 0).all()
+    x, y = align.collate([e[0] for e in enc], 1)
+    torch.testing.assert_close(w, align.sequence_logprob(model.eval(), x, y))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    m = align.preference_metrics(model, start, enc, pad_id=1, beta=0.2)
+    w1, l1 = align.preference_logprobs(model, enc, pad_id=1)
+    assert math.isclose(m["logprob_margin"], (w1 - l1).mean().item(), rel_tol=1e-5)
+    assert math.isclose(m["reward_margin"], 0.2 * ((w1 - l1) - (w - l)).mean().item(), rel_tol=1e-4, abs_tol=1e-6)
+    assert m["logprob_prefers_chosen"] == (w1 > l1).float().mean().item()
+
+
 def test_dpo_loss_formula():
     pw, pl, rw, rl = (torch.tensor([v]) for v in (-1.0, -3.0, -2.0, -2.5))
     loss, a, b = align.dpo_loss(pw, pl, rw, rl, beta=0.2)
@@ -96,7 +118,7 @@ def test_dpo_loss_formula():
 def test_sequence_logprob_counts_only_labelled_positions(tiny_config):
     model = GPT(tiny_config).eval()
     x = torch.randint(2, tiny_config.vocab_size, (2, 6))
-    y = torch.full_like(x, align.IGNORE)
+    y = torch.full_like(x, IGNORE_INDEX)
     y[:, 3:] = x[:, 3:]
     lp = align.sequence_logprob(model, x, y)
     logp = model(x).logits.log_softmax(-1)

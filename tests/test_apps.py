@@ -6,7 +6,8 @@ import torch
 
 from gptbook.apps import monitor, recommend, retrieval
 from gptbook.apps import prompting as apps
-from gptbook.model import GPT
+from gptbook.generate import generate
+from gptbook.model import GPT, IGNORE_INDEX
 
 FAQ = [("How do I reset my password?", "Use the 'forgot password' link.", "account"),
        ("How do I reset my password?", "Support can reset it for you.", "account"),
@@ -154,6 +155,23 @@ def test_make_stream_injects_segments():
     assert s.segments == monitor.make_stream(ROWS, 200, 2, 20, 1.0, seed=1).segments
     with pytest.raises(ValueError):
         monitor.make_stream(ROWS, 100, 3, 20)
+    s = monitor.make_stream(ROWS, length=200, n_segments=2, segment_len=20, neg_share=0.75, seed=2)
+    assert [sum(l == 0 for l in s.labels[a:b]) for a, b in s.segments] == [15, 15]   # exactly 75%
+    assert len(set(s.texts)) == 200                                                # no text repeats
+    with pytest.raises(ValueError, match="unused negative"):      # 3 x 20 negatives, only 40 after the stream
+        monitor.make_stream(ROWS, length=200, n_segments=3, segment_len=20, neg_share=1.0)
+
+
+def test_split_rows_is_stratified_disjoint_and_shuffled():
+    train, held = monitor.split_rows(ROWS, train_share=0.4, seed=3)
+    assert len(train) == 160 and len(held) == 240
+    assert not {r[0] for r in train} & {r[0] for r in held}
+    assert sum(r[1] == 0 for r in train) == 32 and sum(r[1] == 0 for r in held) == 48   # 20% in both
+    assert held == monitor.split_rows(ROWS, 0.4, seed=3)[1]                           # reproducible
+    assert held != sorted(held, key=lambda r: int(r[0][1:]))                          # arrival order shuffled
+    assert held != monitor.split_rows(ROWS, 0.4, seed=4)[1]
+    with pytest.raises(ValueError):
+        monitor.split_rows(ROWS, 1.0, seed=0)
 
 
 def test_rolling_share_matches_naive():
@@ -174,8 +192,25 @@ def test_alerts_and_counts():
     assert rows[0]["detected"] == 1 and rows[0]["false_alarms"] == 0
 
 
+def test_rearm_level_stops_a_burst_of_alerts():
+    share = torch.tensor([0.1, 0.1, 0.6, 0.45, 0.6, 0.45, 0.6, 0.2, 0.6, 0.1])   # wobbles around 0.5
+    assert monitor.alert_onsets(share, 0.5, window=1) == [2, 4, 6, 8]
+    assert monitor.alert_onsets(share, 0.5, window=1, rearm=0.3) == [2, 8]        # re-armed only at 0.2
+    assert monitor.alert_onsets(share, 0.5, window=1, rearm=0.5) == [2, 4, 6, 8]
+    with pytest.raises(ValueError):
+        monitor.alert_onsets(share, 0.5, window=1, rearm=0.6)
+    rows = monitor.sweep(share, [(2, 7)], 1, [0.5], rearm=0.3)      # window 1: the rolling share is `share`
+    assert rows[0]["alerts"] == 2 and rows[0]["detected"] == 1 and rows[0]["false_alarms"] == 1
+
+
 def test_calibrated_threshold_catches_a_surge_without_seeing_it():
-    assert monitor.calibrated_threshold([1, 0] * 50, window=10, k=3) == 0.5     # no spread: the mean
+    # empirical: the rolling share of an alternating calm period never moves, so the threshold is its mean
+    assert monitor.calibrated_threshold([1, 0] * 50, window=10, k=3, spread="empirical") == 0.5
+    # binomial: p = 0.5, standard deviation sqrt(0.25 / 10) = 0.158 -> 0.5 + 3 * 0.158
+    assert monitor.calibrated_threshold([1, 0] * 50, window=10, k=3) == 0.97
+    assert monitor.calibrated_threshold([0] * 11 + [1] * 9, window=10, k=2) == round(0.45 + 2 * (0.2475 / 10) ** 0.5, 2)
+    with pytest.raises(ValueError, match="spread"):
+        monitor.calibrated_threshold([1, 0] * 50, window=10, spread="quantile")
     g = torch.Generator().manual_seed(0)
     calm = torch.rand(400, generator=g) < 0.3                  # a calm period: 30% negative
     t = monitor.calibrated_threshold(calm, window=30, k=3)
@@ -189,6 +224,59 @@ def test_calibrated_threshold_catches_a_surge_without_seeing_it():
         monitor.calibrated_threshold([0] * 10, window=10)
 
 
+def test_run_monitor_sets_the_threshold_on_calm_data_only():
+    g = torch.Generator().manual_seed(1)
+    calm = torch.rand(600, generator=g) < 0.25
+    flags = torch.rand(1000, generator=g) < 0.25
+    segments = [(150, 210), (400, 460), (650, 710), (880, 940)]
+    for a, b in segments:
+        flags[a:b] = torch.rand(b - a, generator=g) < 0.8
+    r = monitor.run_monitor(flags, calm, segments, window=50, k=3)
+    assert r["threshold"] == monitor.calibrated_threshold(calm, 50, 3)       # from the calm flags alone
+    assert r["calm share"] == pytest.approx(calm.float().mean().item())
+    assert r["detected"] == 4 and r["false_alarms"] == 0 and r["alerts"] == len(r["onsets"]) == 4
+    # a classifier that calls everything negative: a threshold above 1 that never fires
+    none = monitor.run_monitor(torch.ones(1000, dtype=torch.bool), torch.ones(600, dtype=torch.bool), segments, 50)
+    assert none["threshold"] == 1.0 and none["detected"] == 0
+
+
+def test_tfidf_classifier_learns_words_from_its_training_texts():
+    texts = ["i love this", "so happy today", "great day", "love it", "what a great game",
+             "i hate this", "so sad today", "awful day", "hate it", "what an awful game"] * 3
+    labels = [2] * 5 + [0] * 5
+    clf = monitor.TfidfClassifier(texts, labels * 3)
+    pred = clf.predict(["i love today", "i hate today"])
+    assert pred.dtype == torch.long and pred.tolist() == [2, 0]
+
+
+class CharTok:
+    """The tokenizers.Tokenizer interface tasks.encode and the pooling use: one id per character."""
+    def encode(self, s):
+        return type("E", (), {"ids": [ord(c) % 60 + 2 for c in s]})()
+
+    def token_to_id(self, t):
+        return {"<|pad|>": 0, "<|endoftext|>": 1}[t]
+
+
+def test_gpt_classifier_is_fine_tuned_once_then_cached(tmp_path, monkeypatch, tiny_config):
+    from gptbook import config, train
+    monkeypatch.setenv("GPTBOOK_CACHE", str(tmp_path))
+    torch.manual_seed(0)
+    monkeypatch.setattr(train, "pretrained", lambda cfg, progress=True: (GPT(tiny_config).eval(), CharTok(), None))
+    cfg = config.get_profile("quick", finetune_steps=2, finetune_batch_size=4, block_size=16)
+    texts, labels = ["good", "bad", "fine", "awful"] * 3, [2, 0, 1, 0] * 3
+    m1, tok, h1 = monitor.gpt_classifier(cfg, texts, labels)
+    assert len(h1.steps) == 2 and len(list((tmp_path / "models").glob("monitor-*.pt"))) == 1
+    m2, _, h2 = monitor.gpt_classifier(cfg, texts, labels)                 # loaded, not trained again
+    assert h2.train_loss == h1.train_loss
+    for a, b in zip(m1.state_dict().values(), m2.state_dict().values()):
+        assert torch.equal(a, b)
+    monitor.gpt_classifier(cfg, texts, labels[::-1])                        # other labels: another file
+    assert len(list((tmp_path / "models").glob("monitor-*.pt"))) == 2
+    pred = monitor.predict_gpt(m2, tok, ["good", "a much longer text", "bad"], max_len=16)
+    assert pred.shape == (3,) and set(pred.tolist()) <= {0, 1, 2}
+    single = torch.cat([monitor.predict_gpt(m2, tok, [t], max_len=16) for t in ["good", "a much longer text", "bad"]])
+    assert torch.equal(pred, single)                  # sorted by length inside, returned in input order
 # ---------------------------------------------------------------- recommendation
 
 def test_synthetic_users_prefer_their_topic():
@@ -218,6 +306,35 @@ def test_hit_rate():
     recs = torch.tensor([[1, 2, 3], [4, 5, 6]])
     assert recommend.hit_rate(recs, [3, 9], 3) == 0.5
     assert recommend.hit_rate(recs, [3, 9], 2) == 0.0
+    assert recommend.hits(recs, [3, 4], 1).tolist() == [False, True]
+
+
+def test_compare_is_a_paired_difference():
+    a = torch.tensor([[1], [2], [3], [4]])           # hits users 0, 1, 2
+    b = torch.tensor([[1], [0], [0], [4]])           # hits user 0
+    held = [1, 2, 3, 9]
+    gap, se = recommend.compare(a, b, held, 1)
+    d = torch.tensor([0.0, 1.0, 1.0, 0.0])
+    assert gap == pytest.approx(0.5) and se == pytest.approx((d.std() / 2).item())
+    assert recommend.compare(a, a, held, 1) == (0.0, 0.0)          # same lists: no difference, no noise
+
+
+def test_gpt_item_vectors_pool_center_and_recommend(tiny_config):
+    torch.manual_seed(0)
+    gpt = GPT(tiny_config.replace(vocab_size=64)).train()
+    topics = ["a"] * 12 + ["b"] * 12
+    texts = [("ab" if t == "a" else "yz") * (2 + i % 5) for i, t in enumerate(topics)]   # 4 to 12 characters
+    v = recommend.gpt_item_vectors(gpt, CharTok(), texts, batch_size=5)
+    assert v.shape == (24, 32) and gpt.training                   # unit rows; the model's mode is restored
+    torch.testing.assert_close(v.norm(dim=1), torch.ones(24))
+    whole = recommend.gpt_item_vectors(gpt, CharTok(), texts, batch_size=24)     # padding does not matter
+    torch.testing.assert_close(v, whole, atol=1e-5, rtol=1e-4)
+    raw = recommend.gpt_item_vectors(gpt, CharTok(), texts, center=False)
+    assert (raw @ raw.T).mean() > (v @ v.T).mean()                 # centring removes the shared direction
+    u = recommend.synthetic_users(topics, 40, 6, p_liked=1.0, seed=2)
+    sim = recommend.recommend_similar(v, u.histories, 5)
+    pop = recommend.recommend_popular(24, u.histories, 5)
+    assert recommend.hit_rate(sim, u.held_out, 5) > recommend.hit_rate(pop, u.held_out, 5)
 
 
 # ---------------------------------------------------------------- prompting and sampling metrics
@@ -247,10 +364,10 @@ def test_corpus_excludes_held_out_pairs():
 
 def test_answer_targets_keep_only_answers():
     text = "12+3=15;4+5:4+5=9,=9\n"
-    kept = "".join(c for c, t in zip(text, apps.answer_targets(text).tolist()) if t != apps.IGNORE)
+    kept = "".join(c for c, t in zip(text, apps.answer_targets(text).tolist()) if t != IGNORE_INDEX)
     assert kept == "15;" + "4+5=9,=9\n"
     ids = apps.answer_targets(text)
-    assert ids[5].item() == apps.encode("1")[0] and ids[4].item() == apps.IGNORE   # '1' kept, '=' not
+    assert ids[5].item() == apps.encode("1")[0] and ids[4].item() == IGNORE_INDEX   # '1' kept, '=' not
 
 
 def test_few_shot_questions_are_unseen_and_paired():
@@ -301,7 +418,9 @@ def test_few_shot_accuracy_runs_on_a_tiny_model(tiny_config):
     model = GPT(tiny_config.replace(vocab_size=len(apps.VOCAB), block_size=64)).eval()
     acc = apps.few_shot_accuracy(model, n_shots=1, steps=False, n_questions=5, seed=0)
     assert 0.0 <= acc <= 1.0
-    assert isinstance(apps.complete(model, "3+4=", max_new_tokens=5), str)
+    ids = torch.tensor([apps.prompt_ids("3+4=")])                 # complete = generate, slice, decode
+    new = generate(model, ids, 5, temperature=0.0)[0, ids.size(1):].tolist()
+    assert apps.complete(model, "3+4=", max_new_tokens=5) == apps.first_example(apps.decode(new))
     with pytest.raises(ValueError):                   # 4 worked shots do not fit in 64 characters
         apps.few_shot_accuracy(model, n_shots=4, steps=True, n_questions=2)
 

@@ -121,7 +121,7 @@ def test_cli_commands_print_cause_and_fix_not_a_traceback(command, plant, tmp_pa
         env["GPTBOOK_CACHE"] = str(tmp_path)
         cfg = config.get_profile("quick", seed=config.run_seed(None))
         (tmp_path / "models").mkdir()
-        (tmp_path / "models" / f"{train._cache_key(cfg)}.pt").write_bytes(b"PK\x03\x04" + b"\0" * 100)
+        (tmp_path / "models" / f"{train.pretrained_key(cfg)}.pt").write_bytes(b"PK\x03\x04" + b"\0" * 100)
     res = subprocess.run([sys.executable, "-m", "gptbook", *command], capture_output=True, text=True,
                          env=env, timeout=300)
     assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr[-3000:]
@@ -129,3 +129,12 @@ def test_cli_commands_print_cause_and_fix_not_a_traceback(command, plant, tmp_pa
     assert ("GPTBOOK_CACHE" if plant == "uncreatable" else "rm '") in text, text[-3000:]
     if command != ["doctor"]:
         assert res.stderr.startswith("error: ") and res.stderr.count("\n") == 1, res.stderr
+
+
+def test_cjk_font_found_or_install_hint():
+    from gptbook import viz
+    assert viz.cjk_font({"DejaVu Sans", "Noto Sans CJK SC"}) == "Noto Sans CJK SC"
+    assert viz.cjk_font({"DejaVu Sans"}) is None
+    assert doctor.check_cjk_font(found="Noto Sans CJK SC").status == doctor.OK
+    missing = doctor.check_cjk_font(found="")
+    assert missing.status == doctor.WARN and "fonts-noto-cjk" in missing.fix

@@ -7,6 +7,7 @@ marked slow: `make unit` leaves them out, `make test` runs them.
 """
 import copy
 import importlib
+import json
 import os
 import re
 import subprocess
@@ -21,6 +22,7 @@ import torch.nn as nn
 
 from gptbook import generate, mathx, model
 from gptbook.exercises import CHAPTERS, CORRECT, INCORRECT, NOT_ATTEMPTED, cli
+from gptbook.exercises.core import problem_named
 
 ROOT = Path(__file__).resolve().parents[1]
 MODULES = {k: importlib.import_module(f"gptbook.exercises.ch{k}") for k in CHAPTERS}
@@ -36,6 +38,59 @@ def _stub(*args, **kwargs):
 class _StubClass:
     def __init__(self, *args):
         raise NotImplementedError()
+
+
+class _WrongLoRA(MODULES["03"]._RefLoRALinear):
+    """A wrong LoRA: B random, so the layer no longer starts as the pre-trained one."""
+
+    def __init__(self, base, r, alpha):
+        super().__init__(base, r, alpha)
+        self.B = nn.Parameter(torch.randn(base.out_features, r))
+
+
+F = torch.nn.functional
+
+# A known-wrong answer for every problem: each must be reported as incorrect, with a message.
+WRONG = {
+    # 01 architecture
+    "causal_mask": lambda T: torch.ones(T, T, dtype=torch.bool).triu(),
+    "attention": lambda q, k, v, mask=None: torch.softmax(q @ k.transpose(-2, -1), -1) @ v,
+    "split_heads": lambda x, n_head: x.view(x.size(0), n_head, x.size(1), -1),
+    "layer_norm": lambda x, w, b, eps=1e-5: (x - x.mean(-1, keepdim=True))
+    / torch.sqrt(x.var(-1, keepdim=True) + eps) * w + b,
+    "block_forward": lambda x, ln_1, attn, ln_2, mlp: mlp(ln_2(attn(ln_1(x)))),
+    "count_params": lambda V, T, L, nh, C: V * C + T * C + L * 12 * C * C,
+    # 02 math
+    "softmax": lambda x, dim=-1: x.exp() / x.exp().sum(dim, keepdim=True),
+    "cross_entropy": lambda logits, targets: -torch.softmax(logits, -1)[torch.arange(len(targets)),
+                                                                       targets].log().sum(),
+    "perplexity": lambda logits, targets: F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1)),
+    "next_token_targets": lambda idx: (idx, idx),
+    "sequence_logprob": lambda logits, idx: torch.log_softmax(logits, -1).gather(
+        -1, idx[:, :, None]).squeeze(-1).sum(-1),
+    "entropy": lambda p: -(p * p.log()).sum(-1),
+    # 03 fine-tuning
+    "LoRALinear": _WrongLoRA,
+    "masked_instruction_loss": lambda logits, idx, prompt_lens: F.cross_entropy(
+        logits[:, :-1].reshape(-1, logits.size(-1)), idx[:, 1:].reshape(-1)),
+    "lr_at": lambda step, max_lr, min_lr, warmup, total: max_lr * min(1.0, step / warmup),
+    "last_token_index": lambda mask: torch.full((mask.size(0),), mask.size(1) - 1),
+    "bio_spans": lambda tags: [(t[2:], i, i) for i, t in enumerate(tags) if t != "O"],
+    "macro_f1": lambda y_true, y_pred, n: sum(a == b for a, b in zip(y_true, y_pred)) / len(y_true),
+    # 04 applications
+    "cosine_top_k": lambda query, docs, k: torch.topk(docs @ query, min(k, docs.size(0))).indices,
+    "rolling_alert": lambda flags, window, threshold: [i for i, f in enumerate(flags) if f],
+    "few_shot_prompt": lambda examples, query, instruction: instruction + " " + query,
+    "nucleus_mask": lambda logits, top_p: F.softmax(logits, -1).cumsum(-1) <= top_p,
+    "greedy_decode": lambda gpt, idx, n: torch.cat([idx, idx[:, -1:].repeat(1, n)], 1),
+    # 05 deployment
+    "kv_cache_update": lambda past, k, v: (k, v),
+    "quantize_int8": lambda x: (x.to(torch.int8), 1.0),
+    "validate_request": lambda req: [] if isinstance(req, dict) and "prompt" in req else ["prompt"],
+    "left_pad": lambda seqs, pad_id: generate.left_pad(seqs, pad_id)[0].flip(1),
+    "latency_percentile": lambda lat, p: sorted(lat)[int(p / 100 * (len(lat) - 1))],
+    "prune_magnitude": lambda w, amount: w * (w > 0),
+}
 
 
 @pytest.fixture(autouse=True)
@@ -61,7 +116,7 @@ def test_stub_is_not_attempted(ch, q):
 
 @pytest.mark.parametrize("ch,q", PROBLEMS, ids=IDS)
 def test_wrong_answer_is_incorrect_with_message(ch, q):
-    out = q.evaluate(MODULES[ch].WRONG[q.name])
+    out = q.evaluate(WRONG[q.name])
     assert out.status == INCORRECT, out
     assert len(out.message) > 20 and ("expected" in out.message or "must" in out.message
                                       or "initialise" in out.message), out.message
@@ -85,12 +140,12 @@ def test_check_never_raises_and_grade_raises_under_grader(ch, q, capsys, monkeyp
 
 
 def test_messages_name_the_input_and_types():
-    q = MODULES["01"].causal_mask_cases()
+    q = problem_named("causal_mask")
     out = q.evaluate(lambda T: torch.ones(T, T).tril())    # float instead of bool
     assert out.status == INCORRECT and "causal_mask(1)" in out.message and "dtype torch.bool" in out.message
     out = q.evaluate(lambda T: [[1]])
     assert "expected a tensor" in out.message and "list" in out.message
-    out = MODULES["03"].macro_f1_cases().evaluate(lambda *a: "0.5")
+    out = problem_named("macro_f1").evaluate(lambda *a: "0.5")
     assert "expected a number" in out.message
 
 
@@ -101,12 +156,12 @@ def test_call_time_limit_stops_an_infinite_loop(monkeypatch):
         while True:
             pass
 
-    out = MODULES["01"].causal_mask_cases().evaluate(forever)
+    out = problem_named("causal_mask").evaluate(forever)
     assert out.status == INCORRECT and "did not finish within 0.5 s" in out.message
 
 
 def test_hint_and_solution_show_reference_and_gptbook_source(capsys):
-    q = MODULES["04"].nucleus_mask_cases()
+    q = problem_named("nucleus_mask")
     q.hint(1)
     q.hint(99)                                             # clamps to the last hint
     src = q.solution_source()
@@ -197,7 +252,7 @@ def test_validate_request_agrees_with_the_service():
     serve = pytest.importorskip("gptbook.deploy.serve")
     from pydantic import ValidationError
     Req = serve.request_model(serve.ServeSettings(), vocab_size=64)
-    for (req,) in MODULES["05"].validate_request_cases().cases():
+    for (req,) in problem_named("validate_request").cases():
         if not isinstance(req, dict):
             continue
         bad = MODULES["05"]._ref_validate_request(req)
@@ -413,10 +468,13 @@ def test_grade_cli_exits_zero_on_garbage(tmp_path):
     bad = tmp_path / "02_math_exercises.ipynb"
     bad.write_text("{ this is not json")
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    res = subprocess.run([sys.executable, "-m", "gptbook", "exercises", "grade", str(bad), "--timeout", "5"],
-                         capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+    res = subprocess.run([sys.executable, "-m", "gptbook", "exercises", "grade", str(bad), "--timeout", "5",
+                          "--json", "reports.json"], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
     assert res.returncode == 0, res.stderr
-    assert "Total: 0 / 7" in res.stdout and "cannot read the submission" in res.stdout
+    [rep] = json.loads((tmp_path / "reports.json").read_text())     # the scores as data, not parsed from text
+    assert (rep["score"], rep["max_score"]) == (0, 7) and len(rep["rows"]) == 6, rep
+    assert "cannot read the submission" in rep["error"] and all(r["points"] == 0 for r in rep["rows"]), rep
+    assert "Total: 0 / 7" in res.stdout                              # and the same for a human
 
 
 @pytest.mark.slow
@@ -486,7 +544,7 @@ def test_wire_round_trip_is_plain_data(tmp_path):
     for bad in ("x", ["tensor", 3], ["v", object()], ["dict", [[1]]], ["nope", 1]):
         with pytest.raises(ValueError):
             core.from_wire(bad)
-    q = MODULES["01"].causal_mask_cases()
+    q = problem_named("causal_mask")
     out = q.judge([{"value": core.to_wire(nn.Linear(2, 2))}])
     assert out.status == INCORRECT and "expected a tensor, got Linear" in out.message, out
 
@@ -502,7 +560,7 @@ def test_record_then_judge_in_another_place(ch, q, tmp_path):
     from gptbook.exercises import core, judge
     p = _planned(tmp_path, q.name)
     stub = _StubClass if isinstance(q.reference, type) else _stub
-    for answer, status in ((q.reference, CORRECT), (stub, NOT_ATTEMPTED), (MODULES[ch].WRONG[q.name], INCORRECT)):
+    for answer, status in ((q.reference, CORRECT), (stub, NOT_ATTEMPTED), (WRONG[q.name], INCORRECT)):
         core.record(q.name, lambda answer=answer: answer, str(p.path))
         assert judge.judge_record(p).status == status
     core.record(q.name, lambda: undefined_name, str(p.path))  # noqa: F821 - the learner never defined it

@@ -127,3 +127,21 @@ def test_mlm_corrupt_follows_bert():
 def test_entropy_of_uniform_is_log_n():
     assert mathx.entropy(torch.full((8,), 1 / 8)).item() == pytest.approx(math.log(8))
     assert mathx.entropy(torch.tensor([1.0, 0.0])).item() == 0.0
+
+
+def test_sequence_logprob_with_targets_is_the_labelled_sum_with_gradients(tiny_config):
+    """One implementation for chapter 02 (log p of a sequence) and DPO (log p of the labelled part)."""
+    from gptbook.model import GPT, IGNORE_INDEX
+    torch.manual_seed(0)
+    model = GPT(tiny_config).eval()
+    idx = torch.randint(0, tiny_config.vocab_size, (2, 7))
+    whole = mathx.sequence_logprob(model, idx)                             # (B,), no gradients
+    assert not whole.requires_grad
+    labelled = mathx.sequence_logprob(model, idx[:, :-1], idx[:, 1:])
+    torch.testing.assert_close(labelled, whole, rtol=1e-5, atol=1e-5)
+    targets = idx[:, 1:].clone()
+    targets[:, :3] = IGNORE_INDEX                                          # a prompt: not counted
+    part = mathx.sequence_logprob(model, idx[:, :-1], targets)
+    torch.testing.assert_close(part, mathx.token_logprobs(model, idx)[:, 3:].sum(-1), rtol=1e-5, atol=1e-5)
+    part.sum().backward()
+    assert model.transformer.wte.weight.grad is not None

@@ -357,3 +357,113 @@ def test_eos_stops_and_pads_finished_rows(tiny_config):
     # a single row stops at once
     one = generate(model, idx[:1], 8, temperature=0, eos_token_id=eos)
     assert one.shape == (1, 4)
+
+
+# ------------------------------------------------------------------ features of GPT, not patches
+
+def test_layer_norm_is_torchs_and_checkpoints_keep_their_keys(tiny_config):
+    from gptbook import model as gm
+    assert gm.LayerNorm is torch.nn.LayerNorm
+    keys = set(make(tiny_config).state_dict())
+    assert {"transformer.h.0.ln_1.weight", "transformer.h.0.ln_1.bias", "transformer.ln_f.bias"} <= keys
+    assert "transformer.ln_f.bias" not in make(tiny_config, bias=False).state_dict()
+
+
+def test_checkpointing_gives_the_same_loss_and_gradients(tiny_config):
+    x, y = rand_idx(tiny_config, B=4), rand_idx(tiny_config, B=4, seed=2)
+    results = []
+    for checkpointing in (False, True):
+        model = make(tiny_config).train()
+        model.checkpointing = checkpointing
+        loss = model(x, y).loss
+        loss.backward()
+        results.append((loss.detach(), {n: p.grad for n, p in model.named_parameters()}))
+    (l0, g0), (l1, g1) = results
+    torch.testing.assert_close(l1, l0)
+    for n in g0:
+        torch.testing.assert_close(g1[n], g0[n], msg=n)
+
+
+def test_deadline_stops_forward_passes_and_is_removed_on_exit(tiny_config):
+    import threading
+    import time
+
+    from gptbook.model import DeadlinePassed
+    model = make(tiny_config)
+    idx = rand_idx(tiny_config, T=4)
+    before = model(idx).logits
+    with model.deadline(time.monotonic() + 60):
+        torch.testing.assert_close(model(idx).logits, before)              # in time: unaffected
+    with pytest.raises(DeadlinePassed):
+        with model.deadline(time.monotonic() - 1):
+            generate(model, idx, 3)
+    with model.deadline(time.monotonic() - 1):                              # other threads: unaffected
+        t = threading.Thread(target=lambda: model(idx))
+        t.start()
+        t.join()
+    assert not model._forward_pre_hooks                                     # the model as it was
+    torch.testing.assert_close(model(idx).logits, before)
+
+
+def test_export_path_gives_the_same_logits(tiny_config, monkeypatch):
+    """While torch.export traces, forward leaves out the token-VALUE check (it cannot be traced);
+    the logits are the same, and outside an export the check is back."""
+    model = make(tiny_config)
+    idx = rand_idx(tiny_config, T=9)
+    ref = model(idx).logits
+    monkeypatch.setattr(torch.compiler, "is_exporting", lambda: True)
+    torch.testing.assert_close(model(idx).logits, ref, rtol=0, atol=0)
+    with pytest.raises(IndexError):                                         # not checked: torch's error
+        model(torch.full((1, 2), tiny_config.vocab_size + 5))
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match="token ids"):
+        model(torch.full((1, 2), tiny_config.vocab_size + 5))
+
+
+@pytest.mark.slow
+def test_torch_export_traces_the_model_unpatched(tiny_config):
+    from gptbook.deploy.onnx import LogitsOnly
+    model = make(tiny_config)
+    dims = {"idx": {0: torch.export.Dim("batch", max=64), 1: torch.export.Dim("seq", max=tiny_config.block_size)}}
+    exported = torch.export.export(LogitsOnly(model), (torch.zeros(2, 8, dtype=torch.long),), dynamic_shapes=dims)
+    idx = rand_idx(tiny_config, B=3, T=11)
+    torch.testing.assert_close(exported.module()(idx), model(idx).logits)
+
+
+# ------------------------------------------------------------------ padding and the text wrapper
+
+def test_pad_left_and_right():
+    from gptbook.generate import pad
+    idx, mask = pad([[1, 2, 3], [4]], pad_id=9, side="right")
+    assert idx.tolist() == [[1, 2, 3], [4, 9, 9]] and mask.tolist() == [[1, 1, 1], [1, 0, 0]]
+    assert [t.tolist() for t in pad([[1, 2, 3], [4]], 9)] == [t.tolist() for t in left_pad([[1, 2, 3], [4]], 9)]
+    with pytest.raises(ValueError, match="side"):
+        pad([[1]], 0, side="middle")
+
+
+class _Chars:
+    """A tokenizer stand-in: encode gives an object with .ids (as tokenizers.Tokenizer), decode letters."""
+
+    def encode(self, text):
+        return type("E", (), {"ids": [ord(c) % 60 + 2 for c in text]})()
+
+    def decode(self, ids):
+        return "".join(chr(97 + i % 26) for i in ids)
+
+
+def test_generate_text_is_encode_generate_slice_decode(tiny_config):
+    from gptbook.generate import generate_text
+    model, tok = make(tiny_config), _Chars()
+    ids = tok.encode("hello").ids
+    new = generate(model, torch.tensor([ids]), 6, temperature=0.0)[0, len(ids):].tolist()
+    assert generate_text(model, tok, "hello", 6, temperature=0.0) == tok.decode(new)
+    eos = new[2]                                                   # cut at the first EOS, which is dropped
+    assert generate_text(model, tok, "hello", 6, temperature=0.0, eos_token_id=eos) == tok.decode(new[:new.index(eos)])
+    # a long prompt: the answer gets the room left (default), or the prompt loses its start (crop)
+    long = "abcdefghijklm"                                         # 13 of block_size 16 tokens
+    assert len(generate_text(model, tok, long, 6, temperature=0.0)) == 3
+    cropped = tok.encode(long).ids[-(16 - 6):]
+    ref = generate(model, torch.tensor([cropped]), 6, temperature=0.0)[0, len(cropped):].tolist()
+    assert generate_text(model, tok, long, 6, crop=True, temperature=0.0) == tok.decode(ref)
+    assert generate_text(model, type("L", (), {"encode": staticmethod(lambda s: [3, 4]),   # plain lists work too
+                                               "decode": staticmethod(str)})(), "x", 2, temperature=0.0)

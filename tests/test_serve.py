@@ -55,6 +55,7 @@ def test_200_and_the_text_is_generate_s(tiny_model):
         assert body["text"] == tok.decode(ref[:body["completion_tokens"]])
         assert c.get("/healthz").json()["status"] == "ok"
         assert c.get("/v1/limits").json()["max_new_tokens"] == 8
+    assert not tiny_model._forward_pre_hooks    # the deadline check lives only as long as a generation
 
 
 def test_seeded_sampling_repeats(tiny_model):

@@ -18,11 +18,14 @@ def test_train_roundtrip_chinese_and_english(tmp_path):
     assert len(tok.encode("the quick brown fox").ids) < len("the quick brown fox".encode())
 
 
-def test_as_hf_pads():
-    tok = tokenizer.train_bpe(["abc abd abe"] * 20, vocab_size=270)
-    hf = tokenizer.as_hf(tok)
-    batch = hf(["abc", "abc abd abe"], padding=True)
-    assert hf.pad_token_id == 1 and batch["input_ids"][0][-1] == 1
+def test_openai_encodings_agree_with_tiktokens_recipe(monkeypatch):
+    """The pattern, special tokens and vocabulary hash written in tokenizer.py are tiktoken's own."""
+    from tiktoken_ext import openai_public
+    monkeypatch.setattr(openai_public, "load_tiktoken_bpe", lambda url, expected_hash: expected_hash)
+    for name, spec in tokenizer.OPENAI_ENCODINGS.items():
+        recipe = getattr(openai_public, name)()
+        assert recipe["pat_str"] == spec["pat_str"] and recipe["special_tokens"] == spec["special_tokens"]
+        assert recipe["mergeable_ranks"] == spec["sha256"]       # the hash the download is checked against
 
 
 def test_book_tokenizer_cached():

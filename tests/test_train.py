@@ -104,6 +104,70 @@ def test_pretrained_trains_once_then_loads(small_corpus, monkeypatch):
         train.pretrained(tiny_profile(max_steps=6), progress=False)
 
 
+def test_cached_model_builds_once_then_loads(small_corpus, tiny_config):
+    """The one load-or-build of every cached model: build() runs when the file is missing or on
+    retrain; a GPT comes back from its saved config, a head is loaded `into` the given module."""
+    path = train.model_path("toy", 3, 0.5)
+    assert path == small_corpus / "models" / "toy-3-0.5.pt"
+    built = []
+
+    def build():
+        built.append(1)
+        return GPT(tiny_config), {"history": {"steps": [len(built)]}}
+    m1, e1 = train.cached_model(path, build, "the toy model")
+    m2, e2 = train.cached_model(path, build, "the toy model")
+    assert len(built) == 1 and e1 == e2 == {"history": {"steps": [1]}} and not m2.training
+    for (k, a), b in zip(m1.state_dict().items(), m2.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=k)
+    _, e3 = train.cached_model(path, build, "the toy model", retrain=True)
+    assert len(built) == 2 and e3 == {"history": {"steps": [2]}}
+    head = torch.nn.Linear(4, 2)                                   # not a GPT: weights only, no config
+    hp = train.model_path("head")
+    train.cached_model(hp, lambda: (head, {"n": 1}), "the head")
+    into = torch.nn.Linear(4, 2)
+    loaded, extra = train.cached_model(hp, build, "the head", into=into)
+    assert loaded is into and extra == {"n": 1} and torch.equal(into.weight, head.weight)
+    # a head file written before save_checkpoint took heads: extras at the top level
+    torch.save({"state_dict": head.state_dict(), "history": {"steps": [7]}}, hp)
+    assert train.load_checkpoint(hp, into=torch.nn.Linear(4, 2))[1] == {"history": {"steps": [7]}}
+    hp.write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(data.SetupError, match="fine-tunes it again"):
+        train.cached_model(hp, build, "the head", rebuild="the next run fine-tunes it again", into=into)
+
+
+def test_random_batches_draw_like_one_randint(tiny_config):
+    """Every batch sampler draws its indices with one torch.randint on its generator, in that order:
+    the stored chapter numbers depend on it."""
+    g, ref = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    get = train.random_batches(50, 4, g, lambda ix: (torch.tensor(ix),))
+    for _ in range(3):
+        (ix,) = get()
+        assert ix.tolist() == torch.randint(50, (4,), generator=ref).tolist()
+    tokens = torch.arange(100)
+    x, _ = train.batch_fn(tokens, 8, 3, torch.Generator().manual_seed(0))()
+    starts = torch.randint(100 - 8 - 1, (3,), generator=torch.Generator().manual_seed(0))
+    assert x[:, 0].tolist() == starts.tolist()
+
+
+def test_autocast_leaves_the_cpu_alone_unless_asked():
+    assert not torch.is_autocast_enabled("cpu")
+    with train.autocast("cpu", "bfloat16"):
+        assert not torch.is_autocast_enabled("cpu")                 # training on a CPU stays float32
+    with train.autocast("cpu", "bfloat16", gpu_only=False):
+        assert torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+    with train.autocast("cpu", "float32", gpu_only=False):
+        assert not torch.is_autocast_enabled("cpu")
+
+
+def test_stream_loss_windows_can_be_shorter_than_the_context(tiny_config):
+    model = GPT(tiny_config).eval()
+    ids = torch.randint(0, tiny_config.vocab_size, (50,))
+    loss, n = train.stream_loss(model, ids, block_size=8, max_windows=3)
+    x, y = ids[:24].view(3, 8), ids[1:25].view(3, 8)
+    with torch.no_grad():
+        assert n == 24 and loss == pytest.approx(model(x, y).loss.item(), rel=1e-6)
+
+
 def test_hf_train_runs_trainer_and_updates_weights(tiny_config):
     from gptbook.hf import from_hf, to_hf
     hf_model = to_hf(GPT(tiny_config))
@@ -131,7 +195,8 @@ def test_corrupt_cached_model_and_tokenizer_say_cause_and_fix(small_corpus):
     not torch's zip-reader traceback (what `serve` and the chapters used to show)."""
     from gptbook import tokenizer
     cfg = tiny_profile()
-    ck = small_corpus / "models" / f"{train._cache_key(cfg)}.pt"
+    ck = train.model_path(train.pretrained_key(cfg))
+    assert ck == small_corpus / "models" / f"{train.pretrained_key(cfg)}.pt"
     ck.parent.mkdir(parents=True)
     ck.write_bytes(b"PK\x03\x04 truncated")
     with pytest.raises(data.SetupError) as e:

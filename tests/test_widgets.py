@@ -37,3 +37,14 @@ def test_sampling_panel_headless_and_interactive(capsys):
     assert seen["top_k"] == 5 and "abc!" in capsys.readouterr().out
     ipw = pytest.importorskip("ipywidgets")
     assert isinstance(widgets.sampling_panel(sample, "abc", interactive=True), ipw.interactive)
+
+
+def test_widgets_on_in_a_jupyter_started_kernel_off_under_executors(monkeypatch):
+    pytest.importorskip("ipywidgets")
+    monkeypatch.delenv("GPTBOOK_INTERACTIVE", raising=False)
+    monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
+    assert widgets.use_widgets() is False                 # papermill, nbval, a script
+    monkeypatch.setenv("JPY_SESSION_NAME", "/home/reader/chapters/04_applications.ipynb")
+    assert widgets.use_widgets() is True                  # JupyterLab started this kernel
+    monkeypatch.setenv("GPTBOOK_INTERACTIVE", "0")
+    assert widgets.use_widgets() is False                 # the override wins

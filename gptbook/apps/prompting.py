@@ -4,13 +4,14 @@ effect of sampling controls (distinct-n, perplexity under the model)."""
 from __future__ import annotations
 
 import random
+from types import SimpleNamespace
 from typing import List, Optional, Sequence
 
 import torch
 
 from ..config import Profile
-from ..generate import generate, left_pad
-from ..model import GPT, IGNORE_INDEX as IGNORE     # IGNORE: the target id the loss skips
+from ..generate import generate, generate_text, left_pad
+from ..model import GPT, IGNORE_INDEX
 
 # ---------------------------------------------------------------- a synthetic arithmetic corpus
 
@@ -77,7 +78,7 @@ ARITH_RECIPE = dict(n_lines=20_000, batch_size=16, learning_rate=6e-3, max_opera
 
 
 def answer_targets(text: str) -> torch.Tensor:
-    """encode(text) with every character that is not part of an answer set to IGNORE. The answer of
+    """encode(text) with every character that is not part of an answer set to IGNORE_INDEX. The answer of
     an example is what follows its '=' or ':' (the worked steps and the sum) up to and including
     the ';' or newline that ends it; the operands are random, so there is nothing to learn there."""
     ids, inside = encode(text), False
@@ -85,7 +86,7 @@ def answer_targets(text: str) -> torch.Tensor:
         keep = inside
         inside = (inside or c in "=:") and c not in SEP + "\n"
         if not keep:
-            ids[i] = IGNORE
+            ids[i] = IGNORE_INDEX
     return torch.tensor(ids)
 
 
@@ -108,18 +109,15 @@ def pretrain_arithmetic(cfg: Profile, steps: int, progress: bool = False):
 
 def arithmetic_gpt(cfg: Profile, progress: bool = False):
     """pretrain_arithmetic(cfg, cfg.arith_steps), cached next to the book's GPT. -> (model, History)"""
-    from .. import data
-    from ..train import History, load_checkpoint, save_checkpoint
-    key = "-".join(str(v) for v in (cfg.arith_steps, *ARITH_MODEL.values(), *ARITH_RECIPE.values(),
-                                    cfg.seed, cfg.dtype))
-    path = data.cache_dir() / "models" / f"arith-{key}.pt"
-    if path.exists():
-        model, extra = load_checkpoint(path, rebuild="the next run of chapter 04 trains it again")
-        return model, History(**extra["history"])
-    model, hist = pretrain_arithmetic(cfg, cfg.arith_steps, progress=progress)
-    with data.cache_write("the arithmetic model"):
-        save_checkpoint(model, path, {"history": hist.to_dict()})
-    return model, hist
+    from ..train import History, cached_model, model_path
+
+    def build():
+        model, hist = pretrain_arithmetic(cfg, cfg.arith_steps, progress=progress)
+        return model, {"history": hist.to_dict()}
+    path = model_path("arith", cfg.arith_steps, *ARITH_MODEL.values(), *ARITH_RECIPE.values(), cfg.seed, cfg.dtype)
+    model, extra = cached_model(path, build, "the arithmetic model",
+                                rebuild="the next run of chapter 04 trains it again")
+    return model, History(**extra["history"])
 
 
 def few_shot_prompt(question: tuple, shots: Sequence[tuple], steps: bool) -> str:
@@ -132,6 +130,10 @@ def few_shot_prompt(question: tuple, shots: Sequence[tuple], steps: bool) -> str
 def prompt_ids(prompt: str) -> List[int]:
     """encode(prompt) after a newline: every training line starts after one, so a prompt is a line start."""
     return encode("\n" + prompt)
+
+
+# the character vocabulary as the tokenizer gptbook.generate.generate_text takes, prompts as line starts
+PROMPT_CHARS = SimpleNamespace(encode=prompt_ids, decode=decode)
 
 
 def first_example(continuation: str) -> str:
@@ -170,9 +172,7 @@ def few_shot_questions(n_shots: int, steps: bool, n_questions: int, digits: int 
 @torch.no_grad()
 def complete(model, prompt: str, max_new_tokens: int = 32) -> str:
     """The model's greedy continuation of one prompt, up to the end of the example."""
-    idx = torch.tensor([prompt_ids(prompt)])
-    out = generate(model, idx, max_new_tokens, temperature=0.0)
-    return first_example(decode(out[0, idx.size(1):].tolist()))
+    return first_example(generate_text(model, PROMPT_CHARS, prompt, max_new_tokens, temperature=0.0))
 
 
 @torch.no_grad()

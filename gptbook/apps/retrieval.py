@@ -3,11 +3,14 @@ recall@k, a similarity threshold with a hand-off, and answers generated from ret
 from __future__ import annotations
 
 import random
-import re
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional, Sequence
 
 import torch
+
+# normalize and token_f1 live with the dialogue fine-tuning (chapter 03), one floor down; both
+# are used here and by chapter 04 as retrieval.normalize / retrieval.token_f1
+from ..finetune.tasks import normalize, token_f1  # noqa: F401
 
 HANDOFF = "I don't know - handing you to a human colleague."
 
@@ -30,12 +33,6 @@ def build_faq(pairs: Sequence[tuple], topics: Optional[set] = None) -> List[FAQE
             entries.append(FAQEntry(q, [], t))
         entries[where[q]].answers.append(a)
     return entries
-
-
-def normalize(text: str) -> str:
-    """Lower case, punctuation (ASCII and CJK) removed, spaces collapsed."""
-    text = re.sub(r"[^\w\s]", " ", text.lower())
-    return re.sub(r"\s+", " ", text).strip()
 
 
 # ---------------------------------------------------------------- paraphrased test questions
@@ -212,25 +209,9 @@ class Assistant:
 
     def generate(self, prompt: str) -> str:
         """Continue the prompt with the book's GPT (greedy); the first non-empty line is the answer."""
-        from ..generate import generate
-        ids = self.tok.encode(prompt).ids
-        keep = self.model.config.block_size - self.max_new_tokens
-        idx = torch.tensor([ids[-keep:]])
-        out = generate(self.model, idx, self.max_new_tokens, temperature=0.0,
-                       generator=torch.Generator().manual_seed(self.seed))
-        text = self.tok.decode(out[0, idx.size(1):].tolist())
+        from ..generate import generate_text
+        # crop: a long prompt loses its start (the oldest retrieved pair), the answer keeps its room
+        text = generate_text(self.model, self.tok, prompt, self.max_new_tokens, crop=True, temperature=0.0,
+                             generator=torch.Generator().manual_seed(self.seed))
         lines = [line.strip() for line in text.split("\n") if line.strip()]
         return lines[0] if lines else ""             # the first non-empty line is the answer
-
-
-def token_f1(pred: str, ref: str) -> float:
-    """SQuAD-style word-overlap F1 between two English answers (after normalize())."""
-    from collections import Counter
-    p, r = normalize(pred).split(), normalize(ref).split()
-    if not p or not r:
-        return float(p == r)
-    common = sum((Counter(p) & Counter(r)).values())
-    if common == 0:
-        return 0.0
-    prec, rec = common / len(p), common / len(r)
-    return 2 * prec * rec / (prec + rec)

@@ -1,8 +1,11 @@
 """ipywidgets front ends for chapter 04 (a chat box, a sampling panel). Headless (papermill, nbval,
 a script) they print a fixed demonstration instead, so stored notebook outputs stay deterministic.
 
-interactive=None means: widgets only when GPTBOOK_INTERACTIVE=1 is set; notebooks pass their
-`interactive` parameter (False by default; a reader sets it to True in Jupyter).
+interactive=None (the chapters' default) means: widgets when a person runs the notebook in Jupyter,
+a fixed printout under papermill, nbval or a script. A kernel that JupyterLab or Notebook started
+has JPY_SESSION_NAME in its environment (jupyter_server sets it to the notebook's path); papermill
+and nbval start kernels without it. GPTBOOK_INTERACTIVE=1 or 0 overrides the guess; an explicit
+True/False argument overrides both.
 """
 from __future__ import annotations
 
@@ -11,9 +14,14 @@ from typing import Callable, Optional, Sequence
 
 
 def use_widgets(interactive: Optional[bool] = None) -> bool:
-    """Whether to build widgets: the explicit flag, else the GPTBOOK_INTERACTIVE env var."""
+    """Whether to build widgets: the explicit flag, else GPTBOOK_INTERACTIVE, else whether a Jupyter
+    front end started this kernel (JPY_SESSION_NAME set)."""
     if interactive is None:
-        interactive = os.environ.get("GPTBOOK_INTERACTIVE", "0").lower() in ("1", "true", "yes")
+        flag = os.environ.get("GPTBOOK_INTERACTIVE", "").strip().lower()
+        if flag:
+            interactive = flag in ("1", "true", "yes")
+        else:
+            interactive = bool(os.environ.get("JPY_SESSION_NAME"))
     if interactive:
         try:
             import ipywidgets  # noqa: F401

@@ -187,6 +187,18 @@ def check_jupyter() -> list:
     return out
 
 
+def check_cjk_font(found=None) -> Check:
+    """Chinese quotes in the chapters' plots need a font with CJK glyphs; without one they are boxes."""
+    if found is None:
+        from ..viz import cjk_font
+        found = cjk_font()
+    if found:
+        return Check("CJK font", OK, f"{found}: Chinese text in plots renders")
+    return Check("CJK font", WARN, "none installed: Chinese text in plots shows as empty boxes",
+                 "sudo apt-get install fonts-noto-cjk (Debian/Ubuntu; brew install --cask font-noto-sans-cjk "
+                 "on macOS), then rm -rf ~/.cache/matplotlib")
+
+
 def check_removed_apis() -> Check:
     """The APIs the documents use that current libraries removed: the book must not rely on them."""
     import transformers
@@ -203,7 +215,7 @@ def run_checks() -> list:
     checks += check_dependencies()
     checks += [check_cache(), check_data(), check_models()]
     checks += check_jupyter()
-    checks.append(check_removed_apis())
+    checks += [check_cjk_font(), check_removed_apis()]
     return checks
 
 

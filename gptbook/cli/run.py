@@ -75,6 +75,7 @@ def run(chapters: Iterable[str] = (), profile: str = "quick", output_dir: str = 
             raise SystemExit(f"unknown parameter(s) {unknown} for {nb.stem}; its parameters are "
                              f"{sorted(known)} (profile sizes are chosen with --profile)")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("GPTBOOK_INTERACTIVE", "0")   # headless: printed demos, not widgets nobody sees
     if refresh:  # stored outputs must not depend on the cache state: no progress bars (see config)
         os.environ["GPTBOOK_NO_PROGRESS"] = "1"
         from ..config import DEFAULT_SEED   # stored outputs are the default seed's, whatever GPTBOOK_SEED says

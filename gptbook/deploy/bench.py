@@ -1,14 +1,14 @@
 """Measurements for chapter 05: timing, perplexity, KV-cache and batching sweeps, training memory,
 and an HTTP load test. Nothing here generates text on its own: generation is gptbook.generate."""
-import contextlib
 import io
+import math
 import time
 from typing import Callable, Optional, Sequence
 
 import torch
 import torch.nn as nn
-from torch.utils.checkpoint import checkpoint
 
+from .. import train
 from ..generate import generate, left_pad
 
 
@@ -63,10 +63,9 @@ def percentiles(values: Sequence[float], qs=(50, 95, 99)) -> dict:
 # ---------------------------------------------------------------- quality
 
 def autocast(device: torch.device, dtype: str):
-    """torch.autocast for "bfloat16"/"float16" on CPU or GPU; a no-op for "float32"."""
-    if dtype == "float32":
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=torch.device(device).type, dtype=getattr(torch, dtype))
+    """train.autocast on any device: "bfloat16"/"float16" on the CPU too (the chapter measures what
+    it does there); a no-op for "float32"."""
+    return train.autocast(device, dtype, gpu_only=False)
 
 
 def held_out_tokens(cfg, tok, share: float = 0.05) -> torch.Tensor:
@@ -74,31 +73,24 @@ def held_out_tokens(cfg, tok, share: float = 0.05) -> torch.Tensor:
     of the tokens (train.corpus_tokens), so this tail was never trained on; tokenising only the
     tail is much faster than tokenising the whole corpus."""
     from ..data import load_shakespeare
-    from ..train import VAL_SHARE
-    if not 0 < share < VAL_SHARE:
-        raise ValueError(f"share must be in (0, {VAL_SHARE}) to stay inside the held-out part, got {share}")
+    if not 0 < share < train.VAL_SHARE:
+        raise ValueError(f"share must be in (0, {train.VAL_SHARE}) to stay inside the held-out part, got {share}")
     text = load_shakespeare(cfg.corpus_chars)
     return torch.tensor(tok.encode(text[int(len(text) * (1 - share)):]).ids, dtype=torch.long)
 
 
-@torch.no_grad()
 def perplexity(model: nn.Module, tokens: torch.Tensor, block_size: int, n_windows: int = 16,
                batch_size: int = 8, dtype: str = "float32", device="cpu") -> float:
-    """exp(mean next-token cross-entropy) over the first n_windows non-overlapping windows."""
+    """exp(train.stream_loss) over the first n_windows non-overlapping windows of block_size tokens,
+    in dtype on any device (see autocast)."""
     need = n_windows * block_size + 1
     if tokens.numel() < need:
         raise ValueError(f"need {need} tokens for {n_windows} windows of {block_size}, "
                          f"got {tokens.numel()}")
-    x = tokens[:n_windows * block_size].view(n_windows, block_size)
-    y = tokens[1:n_windows * block_size + 1].view(n_windows, block_size)
-    model.eval()
-    total = 0.0
-    for i in range(0, n_windows, batch_size):
-        xb, yb = x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)
-        with autocast(device, dtype):
-            logits = model(xb).logits.float()
-        total += nn.functional.cross_entropy(logits.flatten(0, 1), yb.flatten(), reduction="sum").item()
-    return float(torch.exp(torch.tensor(total / x.numel())))
+    with autocast(device, dtype):
+        loss, _ = train.stream_loss(model, tokens, batch_size, device, max_windows=n_windows,
+                                    block_size=block_size)
+    return math.exp(loss)
 
 
 # ---------------------------------------------------------------- KV cache and batching
@@ -155,22 +147,6 @@ def batch_throughput(model: nn.Module, prompts, new_tokens: int, batch_sizes: Se
 
 # ---------------------------------------------------------------- memory for training
 
-@contextlib.contextmanager
-def activation_checkpointing(model: nn.Module):
-    """Inside the block, each transformer block keeps only its input for backward and recomputes
-    its activations during backward (torch.utils.checkpoint). Weights and state_dict are untouched."""
-    blocks = list(model.transformer.h)
-    for block in blocks:
-        def fwd(x, mask=None, layer_past=None, _f=block.forward):
-            return checkpoint(_f, x, mask, layer_past, use_reentrant=False)
-        block.forward = fwd          # instance attribute shadows the class method
-    try:
-        yield model
-    finally:
-        for block in blocks:
-            del block.forward
-
-
 def saved_tensor_bytes(fn: Callable):
     """Run fn() (a forward pass) and count the bytes autograd keeps for backward (activations).
     Returns (bytes, fn's result). Storages shared by several saved tensors count once."""
@@ -188,6 +164,7 @@ def saved_tensor_bytes(fn: Callable):
 def train_step_memory(model: nn.Module, x: torch.Tensor, y: torch.Tensor, micro_batches: int = 1,
                       checkpointing: bool = False) -> dict:
     """One forward+backward of batch (x, y) split into `micro_batches` (gradient accumulation).
+    checkpointing: with the GPT's activation checkpointing (GPT.checkpointing) for this step only.
     Returns {"loss", "grads" (name -> tensor), "activation_bytes" (largest micro-batch),
     "peak_bytes" (CUDA only: torch.cuda.max_memory_allocated, else None)}."""
     B = x.size(0)
@@ -199,14 +176,16 @@ def train_step_memory(model: nn.Module, x: torch.Tensor, y: torch.Tensor, micro_
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    ctx = activation_checkpointing(model) if checkpointing else contextlib.nullcontext()
+    was, model.checkpointing = model.checkpointing, checkpointing
     total, act = 0.0, 0
-    with ctx:
+    try:
         for xb, yb in zip(x.chunk(micro_batches), y.chunk(micro_batches)):
             nbytes, loss = saved_tensor_bytes(lambda: model(xb, yb).loss / micro_batches)
             act = max(act, nbytes)
             loss.backward()   # gradients add up in .grad over the micro-batches
             total += loss.item()
+    finally:
+        model.checkpointing = was
     grads = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
     peak = torch.cuda.max_memory_allocated() if cuda else None
     model.zero_grad(set_to_none=True)

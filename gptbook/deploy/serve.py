@@ -41,6 +41,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_valida
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..generate import check_sampling, generate
+from ..model import DeadlinePassed
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")   # examples; is_loopback() is the rule
 log = logging.getLogger("uvicorn.error")       # uvicorn prints this logger, so tracebacks show in its log
@@ -94,10 +95,6 @@ class ServeSettings:
                              f"block_size={block_size}; lower one of them")
 
 
-class GenerationTimeout(RuntimeError):
-    """Raised inside the worker thread when a request's deadline has passed."""
-
-
 class ApiError(HTTPException):
     """An HTTPException with the OpenAI error fields `param` and `code` (ignored on /v1/generate)."""
 
@@ -105,16 +102,6 @@ class ApiError(HTTPException):
                  code: Optional[str] = None, headers: Optional[dict] = None):
         super().__init__(status_code, message, headers=headers)
         self.param, self.code = param, code
-
-
-_worker = threading.local()   # the deadline of the request this thread is working on
-
-
-def _deadline_hook(module, args):
-    """Forward pre-hook: stop a generation whose deadline passed (checked once per token)."""
-    deadline = getattr(_worker, "deadline", None)
-    if deadline is not None and time.monotonic() > deadline:
-        raise GenerationTimeout("deadline passed")
 
 
 # ------------------------------------------------------------------ error bodies
@@ -431,13 +418,12 @@ class Job:
 
 def create_app(model, tokenizer, settings: Optional[ServeSettings] = None) -> FastAPI:
     """A FastAPI app serving `model` (a gptbook GPT) with `tokenizer` (tokenizers.Tokenizer).
-    Registers a forward pre-hook on `model` that enforces request deadlines; it does nothing
-    outside the app's worker threads, so the model can still be used directly."""
+    Each generation runs inside `model.deadline(...)`, which stops it at the request's deadline and
+    leaves the model as it was, so the model can still be used directly."""
     from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
     s = settings or ServeSettings()
     s.check(model.config.block_size)
     model.eval()
-    model.register_forward_pre_hook(_deadline_hook)
     eos = tokenizer.token_to_id("<|endoftext|>")
     GenerateRequest, CompletionRequest, ChatRequest = request_models(s, model.config.vocab_size)
     registry = CollectorRegistry()
@@ -479,19 +465,18 @@ def create_app(model, tokenizer, settings: Optional[ServeSettings] = None) -> Fa
         ok = False
         try:
             if not model_lock.acquire(timeout=max(0.0, job.deadline - time.monotonic())):
-                raise GenerationTimeout("waited too long for the model")
+                raise DeadlinePassed("waited too long for the model")
             try:
                 if not job.cancelled:
-                    _worker.deadline = job.deadline
                     r = job.req
                     gen = None if r.seed is None else torch.Generator().manual_seed(r.seed)
-                    generate(model, torch.tensor([job.ids]), job.max_new_tokens,
-                             temperature=r.temperature, top_k=r.top_k, top_p=r.top_p,
-                             repetition_penalty=r.repetition_penalty, eos_token_id=eos,
-                             generator=gen, on_token=job.on_token)
+                    with model.deadline(job.deadline):
+                        generate(model, torch.tensor([job.ids]), job.max_new_tokens,
+                                 temperature=r.temperature, top_k=r.top_k, top_p=r.top_p,
+                                 repetition_penalty=r.repetition_penalty, eos_token_id=eos,
+                                 generator=gen, on_token=job.on_token)
                     ok = True
             finally:
-                _worker.deadline = None
                 model_lock.release()
         finally:
             job.close(ok)
@@ -534,7 +519,7 @@ def create_app(model, tokenizer, settings: Optional[ServeSettings] = None) -> Fa
         """Wait for a generation that is answered in one piece; 504 past the deadline."""
         try:
             await asyncio.wait_for(fut, timeout=max(0.0, job.deadline - time.monotonic()))
-        except (asyncio.TimeoutError, GenerationTimeout):
+        except (asyncio.TimeoutError, DeadlinePassed):
             # the worker stops at its next forward pass (deadline hook) and frees its slot
             job.cancelled = True
             raise ApiError(504, f"generation took longer than {s.timeout_s} s", code="timeout")
@@ -597,7 +582,7 @@ def create_app(model, tokenizer, settings: Optional[ServeSettings] = None) -> Fa
                 if req.stream_options is not None and req.stream_options.include_usage:
                     yield event({**chunk_head, "choices": [], "usage": usage()})
                 yield "data: [DONE]\n\n"
-            except (asyncio.TimeoutError, GenerationTimeout):
+            except (asyncio.TimeoutError, DeadlinePassed):
                 # the status line (200) is already sent: report in the stream, as OpenAI does
                 yield event(openai_error(504, f"generation took longer than {s.timeout_s} s", code="timeout"))
             except Exception as exc:

@@ -63,33 +63,6 @@ def _e23():
     return f"Requires-Python of the installed versions: {req}; Python 3.8 satisfies them: {ok38}"
 
 
-@erratum("E27")
-def _e27():
-    loop = '''
-def train_epoch(model, dataset, batch_size, optimizer):
-    dataloader = DataLoader(dataset, batch_size=batch_size, shuffle=True)
-    model.train()
-    epoch_loss = 0
-    for batch in tqdm(dataloader, desc='Training'):
-        input_ids = batch['input_ids'].to(device)
-        attention_mask = batch['attention_mask'].to(device)
-        labels = batch['labels'].to(device)
-        model.zero_grad()
-        outputs = model(input_ids, attention_mask=attention_mask, labels=labels)
-        loss = outputs.loss
-        epoch_loss += loss.item()
-        loss.backward()
-        optimizer.step()
-    return epoch_loss / len(dataloader)
-'''
-    calls = sorted({f"{n.func.value.id}.{n.func.attr}" for n in ast.walk(ast.parse(loop))
-                    if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
-                    and isinstance(n.func.value, ast.Name)})
-    code_lr, advised_start = 2e-5, 1e-5
-    assert code_lr > advised_start and not any("sched" in c for c in calls)
-    return (f"code lr {code_lr:g} > advised starting point {advised_start:g}; method calls in its training "
-            f"loop: {calls} (no scheduler: constant rate, no warm-up)")
-
 
 _DOC02_MAIN = '''epochs = 5
 batch_size = 8
@@ -214,27 +187,6 @@ def _e37():
     return (f"accuracy {a:.2f}, precision {pr:.2f}, recall {r:.2f}: sklearn F1 {f1:.3f} = hmean(precision, "
             f"recall) {hm(pr, r):.3f}; hmean(accuracy, recall) would be {hm(a, r):.3f}")
 
-
-@erratum("E42")
-def _e42():
-    out = {}
-    for lr in (1e-3, 1.0):
-        with seeded(0):
-            m = tiny_gpt().train()
-            opt = torch.optim.AdamW(m.parameters(), lr=lr)
-            x = torch.randint(0, 64, (4, 17))
-            for _ in range(20):
-                loss = m(x[:, :-1], targets=x[:, 1:]).loss
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-            with torch.no_grad():
-                out[lr] = (m(x[:, :-1], targets=x[:, 1:]).loss.item(), loss.item())
-    start = math.log(64)
-    assert out[1.0][0] > start + 1 and out[1e-3][0] < start
-    return (f"20 AdamW steps on the same batch, start loss ~ln 64 = {start:.2f}: lr=1e-3 -> training loss "
-            f"{out[1e-3][0]:.2f}; lr=1.0 -> training loss {out[1.0][0]:.2f} "
-            f"(diverged on its own training data)")
 
 
 @erratum("E44")

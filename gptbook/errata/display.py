@@ -5,7 +5,7 @@ import re
 
 from ..config import CHAPTERS
 from ..viz import show
-from .registry import DOCS, REGISTRY, _order, demonstrate, get
+from .registry import DOCS, REGISTRY, _order, demonstrate, get, withdrawn
 
 
 def _code(evidence: str) -> str:
@@ -56,4 +56,14 @@ def index_markdown() -> str:
         truth = e.truth.replace("|", "\\|").replace("\n", " ")
         link = f"[{e.chapter}](chapters/{CHAPTERS.get(e.chapter, e.chapter)}.ipynb)"
         lines.append(f"| {e.id} | {e.doc} {DOCS.get(e.doc, '')} | {e.section} | {link} | {claim} | {truth} |")
+    gone = withdrawn()
+    if gone:
+        lines += ["", "## Withdrawn on review", "",
+                  "Registered once, then found wrong or overstated; the ids are not reused.", "",
+                  "| id | document | section | claim | why it was withdrawn |", "|---|---|---|---|---|"]
+        for id in sorted(gone, key=_order):
+            t = gone[id]
+            claim, why = (t["claim"].replace("|", "\\|").replace("\n", " "),
+                          t["withdrawn"].replace("|", "\\|").replace("\n", " "))
+            lines.append(f"| {id} | {t['doc']} {DOCS.get(t['doc'], '')} | {t['section']} | {claim} | {why} |")
     return "\n".join(lines) + "\n"

@@ -42,14 +42,6 @@ def _e24():
     return f"non-Chinese characters in 零샷/少샷: {sorted(names)} (Korean 'shot'); Chinese: 零样本/少样本"
 
 
-@erratum("E26")
-def _e26():
-    import tiktoken.model as tm
-    later = sorted(k for k in tm.MODEL_TO_ENCODING if k.startswith("gpt-4"))
-    assert "gpt-4" in later and tm.MODEL_TO_ENCODING.get("gpt-3.5-turbo") == "cl100k_base"
-    return (f"tiktoken (OpenAI) knows gpt-3.5-turbo -> {tm.MODEL_TO_ENCODING['gpt-3.5-turbo']} and the "
-            f"later models {later}")
-
 
 @erratum("E31")
 def _e31():
@@ -95,31 +87,6 @@ def _e34():
     return (f"changing the last token moves BERT's prediction at position 0 by {db:.3f} (it reads the "
             f"right context) and GPT's by {dg:.1f}; BertConfig.is_decoder={bert.config.is_decoder}")
 
-
-@erratum("E38")
-def _e38():
-    import io
-
-    import torch.nn as nn
-    import torch.nn.utils.prune as prune
-
-    def nbytes(module):
-        buf = io.BytesIO()
-        torch.save(module.state_dict(), buf)
-        return buf.tell()
-    with seeded(0):
-        lin = nn.Linear(256, 256)
-        dense = nbytes(lin)
-        prune.l1_unstructured(lin, "weight", amount=0.5)
-        masked = nbytes(lin)                       # weight_orig + weight_mask
-        prune.remove(lin, "weight")
-        zeros = (lin.weight == 0).float().mean().item()
-        after = nbytes(lin)
-        small = nbytes(nn.Linear(256, 128))        # structured: half the output neurons removed
-    assert masked > dense and abs(after - dense) < 64 and small < 0.6 * dense
-    return (f"Linear(256,256): {dense / 1e3:.0f} kB; 50% unstructured pruning: {masked / 1e3:.0f} kB with "
-            f"its mask, {after / 1e3:.0f} kB after prune.remove ({zeros:.0%} zeros, same dense shape); "
-            f"removing half the neurons (structured): {small / 1e3:.0f} kB")
 
 
 @erratum("E36")

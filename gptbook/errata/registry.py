@@ -46,6 +46,8 @@ def erratum(id: str):
         if id not in texts():
             raise ValueError(f"erratum {id} has a demo but no entry in gptbook/errata/errata.toml")
         t = texts()[id]
+        if "withdrawn" in t:
+            raise ValueError(f"erratum {id} was withdrawn ({t['withdrawn'][:60]}...); it takes no demo")
         if t["doc"] not in DOCS or t["chapter"] not in CHAPTERS:
             raise ValueError(f"erratum {id}: doc must be one of {list(DOCS)} and chapter one of "
                              f"{list(CHAPTERS)}, got doc={t['doc']!r} chapter={t['chapter']!r}")
@@ -54,8 +56,15 @@ def erratum(id: str):
     return wrap
 
 
+def withdrawn() -> dict:
+    """{id: texts with the reason}: entries registered once and withdrawn on review (kept, never reused)."""
+    return {k: t for k, t in texts().items() if "withdrawn" in t}
+
+
 def get(id: str) -> Erratum:
     if id not in REGISTRY:
+        if id in withdrawn():
+            raise KeyError(f"erratum {id} was withdrawn: {withdrawn()[id]['withdrawn']}")
         raise KeyError(f"unknown erratum {id!r}; known: {', '.join(sorted(REGISTRY, key=_order))}")
     return REGISTRY[id]
 

@@ -83,15 +83,3 @@ PROBLEMS = [causal_mask_cases, attention_cases, split_heads_cases, layer_norm_ca
 def problems():
     """q1, q2, ... for the exercise notebook."""
     return problems_of(PROBLEMS)
-
-
-# Known-wrong answers used by the tests (each must be reported as incorrect).
-WRONG = {
-    "causal_mask": lambda T: torch.ones(T, T, dtype=torch.bool).triu(),
-    "attention": lambda q, k, v, mask=None: torch.softmax(q @ k.transpose(-2, -1), -1) @ v,
-    "split_heads": lambda x, n_head: x.view(x.size(0), n_head, x.size(1), -1),
-    "layer_norm": lambda x, w, b, eps=1e-5: (x - x.mean(-1, keepdim=True))
-    / torch.sqrt(x.var(-1, keepdim=True) + eps) * w + b,
-    "block_forward": lambda x, ln_1, attn, ln_2, mlp: mlp(ln_2(attn(ln_1(x)))),
-    "count_params": lambda V, T, L, nh, C: V * C + T * C + L * 12 * C * C,
-}

@@ -72,16 +72,3 @@ PROBLEMS = [softmax_cases, cross_entropy_cases, perplexity_cases, next_token_tar
 def problems():
     """q1, q2, ... for the exercise notebook."""
     return problems_of(PROBLEMS)
-
-
-WRONG = {
-    "softmax": lambda x, dim=-1: x.exp() / x.exp().sum(dim, keepdim=True),
-    "cross_entropy": lambda logits, targets: -torch.softmax(logits, -1)[torch.arange(len(targets)),
-                                                                       targets].log().sum(),
-    "perplexity": lambda logits, targets: torch.nn.functional.cross_entropy(
-        logits.reshape(-1, logits.size(-1)), targets.reshape(-1)),
-    "next_token_targets": lambda idx: (idx, idx),
-    "sequence_logprob": lambda logits, idx: torch.log_softmax(logits, -1).gather(
-        -1, idx[:, :, None]).squeeze(-1).sum(-1),
-    "entropy": lambda p: -(p * p.log()).sum(-1),
-}

@@ -183,29 +183,10 @@ def macro_f1_cases():
     return [([0, 1, 2, 2, 1], [0, 2, 2, 2, 1], 3), ([0, 0, 1, 1], [0, 0, 0, 0], 2), ([2, 2, 0], [2, 2, 0], 3)]
 
 
-PROBLEMS = [LoRALinear, instruction_loss_cases, lr_at_cases, last_token_index_cases, bio_spans_cases,
+PROBLEMS = [LoRALinear(), instruction_loss_cases, lr_at_cases, last_token_index_cases, bio_spans_cases,
             macro_f1_cases]
 
 
 def problems():
     """q1, q2, ... for the exercise notebook."""
     return problems_of(PROBLEMS)
-
-
-class _WrongLoRA(_RefLoRALinear):
-    """A wrong LoRA: B random, so the layer no longer starts as the pre-trained one."""
-
-    def __init__(self, base, r, alpha):
-        super().__init__(base, r, alpha)
-        self.B = nn.Parameter(torch.randn(base.out_features, r))
-
-
-WRONG = {
-    "LoRALinear": _WrongLoRA,
-    "masked_instruction_loss": lambda logits, idx, prompt_lens: F.cross_entropy(
-        logits[:, :-1].reshape(-1, logits.size(-1)), idx[:, 1:].reshape(-1)),
-    "lr_at": lambda step, max_lr, min_lr, warmup, total: max_lr * min(1.0, step / warmup),
-    "last_token_index": lambda mask: torch.full((mask.size(0),), mask.size(1) - 1),
-    "bio_spans": lambda tags: [(t[2:], i, i) for i, t in enumerate(tags) if t != "O"],
-    "macro_f1": lambda y_true, y_pred, n: sum(a == b for a, b in zip(y_true, y_pred)) / len(y_true),
-}

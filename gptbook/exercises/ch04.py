@@ -86,12 +86,3 @@ PROBLEMS = [cosine_top_k_cases, rolling_alert_cases, few_shot_prompt_cases, nucl
 def problems():
     """q1, q2, ... for the exercise notebook."""
     return problems_of(PROBLEMS)
-
-
-WRONG = {
-    "cosine_top_k": lambda query, docs, k: torch.topk(docs @ query, min(k, docs.size(0))).indices,
-    "rolling_alert": lambda flags, window, threshold: [i for i, f in enumerate(flags) if f],
-    "few_shot_prompt": lambda examples, query, instruction: instruction + " " + query,
-    "nucleus_mask": lambda logits, top_p: F.softmax(logits, -1).cumsum(-1) <= top_p,
-    "greedy_decode": lambda gpt, idx, n: torch.cat([idx, idx[:, -1:].repeat(1, n)], 1),
-}

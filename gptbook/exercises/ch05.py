@@ -116,13 +116,3 @@ PROBLEMS = [kv_cache_update_cases, quantize_int8_cases, validate_request_cases, 
 def problems():
     """q1, q2, ... for the exercise notebook."""
     return problems_of(PROBLEMS)
-
-
-WRONG = {
-    "kv_cache_update": lambda past, k, v: (k, v),
-    "quantize_int8": lambda x: (x.to(torch.int8), 1.0),
-    "validate_request": lambda req: [] if isinstance(req, dict) and "prompt" in req else ["prompt"],
-    "left_pad": lambda seqs, pad_id: generate.left_pad(seqs, pad_id)[0].flip(1),
-    "latency_percentile": lambda lat, p: sorted(lat)[int(p / 100 * (len(lat) - 1))],
-    "prune_magnitude": lambda w, amount: w * (w > 0),
-}

@@ -62,12 +62,30 @@ def strip_solutions(nb):
     return nb
 
 
+_LINK = re.compile(r"(\]\()([^)\s#]+)([^)\s]*\))")
+
+
+def relink(nb, from_dir: Path, to_dir: Path):
+    """Relative Markdown links of a notebook moved from from_dir to to_dir, rewritten so that they
+    still reach the same files (a student copy in build/release/ links to the chapter it follows)."""
+    def fix(m):
+        link = m.group(2)
+        if re.match(r"^[a-z][a-z0-9+.-]*:", link, re.I) or link.startswith("/"):
+            return m.group(0)                           # http:, mailto:, absolute: unchanged
+        target = (Path(from_dir) / link).resolve()
+        return m.group(1) + os.path.relpath(target, Path(to_dir).resolve()).replace(os.sep, "/") + m.group(3)
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            cell.source = _LINK.sub(fix, cell.source)
+    return nb
+
+
 def release(out: Path, source_dir: Path = SOURCE_DIR) -> List[Path]:
-    """Write student copies of every source notebook under out/{assignment}/."""
+    """Write student copies of every source notebook under out/{assignment}/ (links still resolve)."""
     written = []
     for path in source_notebooks(source_dir):
-        nb = strip_solutions(nbformat.read(path, as_version=4))
         target = Path(out) / path.parent.name / path.name
+        nb = relink(strip_solutions(nbformat.read(path, as_version=4)), path.parent, target.parent)
         target.parent.mkdir(parents=True, exist_ok=True)
         nbformat.write(nb, target)
         written.append(target)

@@ -1,8 +1,9 @@
 """Plumbing for the exercises: one check per problem, two ways to call it.
 
 A problem (chNN.py) is a reference and the cases the learner's function is compared on
-(`function_problem`), or a Problem subclass with its own observe()/verdict(); each problem's
-one-line description and hints live in problems.toml.
+(`function_problem`, which makes a FunctionProblem), or an instance of a Problem subclass with its
+own observe()/verdict(); each chapter module lists them in PROBLEMS. Each problem's one-line
+description and hints live in problems.toml.
 
 A check has two halves, so that a grader can keep them in different processes:
 - observe(fn) runs the learner's code on the cases and keeps what came back as plain data
@@ -213,66 +214,55 @@ def describe(x: Any) -> str:
 
 
 def compare(expected: Any, got: Any, rtol: float = 1e-4, atol: float = 1e-5, where: str = "") -> None:
-    """Raise Incorrect saying how `got` differs from `expected` (type, shape, dtype, values)."""
+    """Raise Incorrect saying how `got` differs from `expected`: containers item by item (a list or a
+    tuple for either), tensors and numbers by torch.testing.assert_close after checking type, shape
+    and dtype (floats within rtol/atol, integer and bool tensors exactly), anything else by ==."""
     at = f" at {where}" if where else ""
+    if isinstance(expected, dict):
+        if not isinstance(got, dict) or set(got) != set(expected):
+            raise Incorrect(f"expected a dict with keys {list(expected)}{at}, got {describe(got)}")
+        for key in expected:
+            compare(expected[key], got[key], rtol, atol, where=f"{where}[{key!r}]")
+        return
+    if isinstance(expected, (list, tuple)):
+        if not isinstance(got, (list, tuple)) or len(got) != len(expected):
+            raise Incorrect(f"expected a {type(expected).__name__} of {len(expected)} item"
+                            f"{'s' * (len(expected) != 1)}{at}: {describe(expected)}, got {_type_name(got)}: "
+                            f"{describe(got)}")
+        for i, (e, g) in enumerate(zip(expected, got)):
+            compare(e, g, rtol, atol, where=f"{where}[{i}]")
+        return
+    shown = ""
     if torch.is_tensor(expected):
         if not torch.is_tensor(got):
             raise Incorrect(f"expected a tensor{at}, got {_type_name(got)}: {describe(got)}")
+        exact = not expected.is_floating_point()                 # bool and integer tensors: same dtype
         if got.shape != expected.shape:
             raise Incorrect(f"expected shape {tuple(expected.shape)}{at}, got {tuple(got.shape)}")
-        if expected.dtype == torch.bool or not expected.is_floating_point():
-            if got.dtype != expected.dtype:
-                raise Incorrect(f"expected dtype {expected.dtype}{at}, got {got.dtype}")
-            if not torch.equal(got.cpu(), expected.cpu()):
-                first = tuple((got.cpu() != expected.cpu()).nonzero()[0].tolist())
-                raise Incorrect(f"wrong values{at}: first difference at index {first}: expected "
-                                f"{expected[first].item()!r}, got {got[first].item()!r}; expected "
-                                f"{describe(expected)}, got {describe(got)}")
-            return
-        if not got.is_floating_point():
-            raise Incorrect(f"expected a floating-point tensor{at}, got dtype {got.dtype}")
-        g, e = got.detach().double().cpu(), expected.detach().double().cpu()
-        bad = ~torch.isclose(g, e, rtol=rtol, atol=atol, equal_nan=True)   # (same shape) True = wrong
-        if bad.any():
-            first = tuple(bad.nonzero()[0].tolist())
-            raise Incorrect(f"wrong values{at}: {int(bad.sum())} of {bad.numel()} elements differ "
-                            f"(rtol={rtol}, atol={atol}); e.g. at index {first}: expected "
-                            f"{e[first].item():.6g}, got {g[first].item():.6g}")
-        return
-    if isinstance(expected, bool) or expected is None:
-        if torch.is_tensor(got) and got.numel() == 1 and got.dtype == torch.bool:
-            got = bool(got)
-        if got is not expected:
-            raise Incorrect(f"expected {expected!r}{at}, got {describe(got)}")
-        return
-    if isinstance(expected, numbers.Real):
+        if (got.dtype != expected.dtype) if exact else not got.is_floating_point():
+            want = f"dtype {expected.dtype}" if exact else "a floating-point dtype"
+            raise Incorrect(f"expected {want}{at}, got dtype {got.dtype}")
+        if expected.dim() and expected.numel() <= 16:        # assert_close shows a 0-d one's values
+            shown = f" (expected {describe(expected)}, got {describe(got)})"
+    elif isinstance(expected, numbers.Real) and not isinstance(expected, bool):
         if (torch.is_tensor(got) and got.numel() == 1) or isinstance(got, np.generic):
             got = got.item()
         if isinstance(got, bool) or not isinstance(got, numbers.Real):
             raise Incorrect(f"expected a number{at}, got {_type_name(got)}: {describe(got)}")
         if isinstance(expected, numbers.Integral) and not isinstance(got, numbers.Integral):
             raise Incorrect(f"expected an int{at}, got {_type_name(got)} {describe(got)}")
-        if not math.isclose(got, expected, rel_tol=rtol, abs_tol=atol):
+        exact, got, expected = False, float(got), float(expected)
+    else:
+        if isinstance(expected, bool) and torch.is_tensor(got) and got.numel() == 1 and got.dtype == torch.bool:
+            got = bool(got)
+        if type(got) is not type(expected) or got != expected:
             raise Incorrect(f"expected {describe(expected)}{at}, got {describe(got)}")
         return
-    if isinstance(expected, (list, tuple)):
-        if not isinstance(got, (list, tuple)):
-            raise Incorrect(f"expected a {type(expected).__name__}{at}, got {_type_name(got)}: "
-                            f"{describe(got)}")
-        if len(got) != len(expected):
-            raise Incorrect(f"expected {len(expected)} item{'s' * (len(expected) != 1)}{at}, got {len(got)}: "
-                            f"expected {describe(expected)}, got {describe(got)}")
-        for i, (e, g) in enumerate(zip(expected, got)):
-            compare(e, g, rtol, atol, where=f"{where}[{i}]")
-        return
-    if isinstance(expected, dict):
-        if not isinstance(got, dict) or set(got) != set(expected):
-            raise Incorrect(f"expected a dict with keys {sorted(expected)}{at}, got {describe(got)}")
-        for key in expected:
-            compare(expected[key], got[key], rtol, atol, where=f"{where}[{key!r}]")
-        return
-    if type(got) is not type(expected) or got != expected:
-        raise Incorrect(f"expected {describe(expected)}{at}, got {describe(got)}")
+    try:
+        torch.testing.assert_close(got, expected, rtol=0 if exact else rtol, atol=0 if exact else atol,
+                                   equal_nan=True, check_dtype=False, check_device=False)
+    except AssertionError as e:
+        raise Incorrect(f"not the expected values{at}{shown}:\n{e}") from None
 
 
 def _call_str(name: str, args: tuple) -> str:
@@ -441,20 +431,27 @@ class _Md(str):
 
 
 class FunctionProblem(Problem):
-    """The learner writes a function; it is compared with `reference` on `cases()`.
+    """The learner writes the function `name`; it is compared with `reference` on `cases()`.
 
     cases() returns a list of argument tuples, built fresh each time (inputs cannot leak) and the
     same in every process (seeded), so the grader rebuilds them instead of trusting the kernel's.
-    Tolerances rtol/atol apply to floating-point tensors and numbers.
+    Tolerances rtol/atol apply to floating-point tensors and numbers; no_grad=True runs the
+    learner's function and the reference under torch.no_grad(). The one-line description and the
+    hints are problems.toml's.
     """
-    rtol, atol = 1e-4, 1e-5
-    no_grad = False     # True: the learner's function and the reference run under torch.no_grad()
+
+    def __init__(self, name: str, reference: Callable, cases: Callable[[], list], uses: tuple = (),
+                 rtol: float = 1e-4, atol: float = 1e-5, no_grad: bool = False):
+        text = problem_text(name)
+        self.name, self.reference, self._cases, self.uses = name, reference, cases, tuple(uses)
+        self.rtol, self.atol, self.no_grad = rtol, atol, no_grad
+        self.__doc__, self.hints = text["doc"], list(text["hints"])
 
     def cases(self) -> list:
-        raise NotImplementedError("a FunctionProblem needs cases()")
+        return self._cases()
 
     def expected(self, *args):
-        return type(self).reference(*args)
+        return self.reference(*args)
 
     def _grad_mode(self):
         return torch.no_grad() if self.no_grad else contextlib.nullcontext()
@@ -496,17 +493,11 @@ def problem_text(name: str) -> dict:
     return _texts()[name]
 
 
-def function_problem(name: str, reference: Callable, uses: tuple = (), **attrs):
-    """Declare a FunctionProblem. The decorated function returns the cases (argument tuples,
-    built fresh on each call); the learner's `name` is compared with `reference` on each;
-    .solution() shows reference and `uses`; the one-line doc and the hints are problems.toml's.
-    attrs sets FunctionProblem options (rtol, atol, no_grad). Returns the problem class."""
-    def wrap(cases: Callable[[], list]):
-        text = problem_text(name)
-        body = dict(__doc__=text["doc"], __module__=cases.__module__, name=name, hints=list(text["hints"]),
-                    reference=staticmethod(reference), uses=tuple(uses), cases=lambda self: cases(), **attrs)
-        return type("".join(w.title() for w in name.split("_")), (FunctionProblem,), body)
-    return wrap
+def function_problem(name: str, reference: Callable, uses: tuple = (), **options):
+    """Decorator declaring a FunctionProblem: the decorated function returns the cases (argument
+    tuples, built fresh on each call); the learner's `name` is compared with `reference` on each;
+    .solution() shows reference and `uses`; options are rtol, atol, no_grad. Returns the problem."""
+    return lambda cases: FunctionProblem(name, reference, cases, uses, **options)
 
 
 def gen(seed: int) -> torch.Generator:
@@ -514,18 +505,18 @@ def gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def problems_of(classes) -> list:
-    """One instance of each Problem class, in order (q1, q2, ... in an exercise notebook)."""
-    return [cls() for cls in classes]
+def problems_of(problems) -> list:
+    """A fresh copy of each problem, in order (q1, q2, ... in an exercise notebook)."""
+    return [copy.copy(p) for p in problems]
 
 
 def problem_named(name: str) -> Problem:
-    """A fresh instance of the problem whose learner-written function or class is `name` (its
+    """A fresh copy of the problem whose learner-written function or class is `name` (its
     chapter module comes from problems.toml)."""
     module = importlib.import_module(f"{__package__}.ch{problem_text(name)['chapter']}")
-    for cls in module.PROBLEMS:
-        if cls.name == name:
-            return cls()
+    for p in module.PROBLEMS:
+        if p.name == name:
+            return copy.copy(p)
     raise KeyError(f"problem {name!r} is in problems.toml but not in {module.__name__}.PROBLEMS")
 
 

@@ -14,7 +14,10 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from ..model import IGNORE_INDEX as IGNORE      # the label value GPT.forward (and F.cross_entropy) skips
+from ..generate import generate_text
+from ..mathx import sequence_logprob
+from ..model import IGNORE_INDEX      # the label value GPT.forward (and F.cross_entropy) skips
+from ..train import random_batches
 
 TEMPLATE = "### Instruction:\n{prompt}\n\n### Response:\n"
 
@@ -25,21 +28,22 @@ def format_prompt(prompt: str) -> str:
 
 
 def split_pairs(pairs: Sequence, frac_val: float = 0.1, seed: int = 0):
-    """(train, val) split by distinct prompt, so no held-out prompt was seen in training."""
-    prompts = sorted({p[0] for p in pairs})
-    random.Random(seed).shuffle(prompts)
-    val_prompts = set(prompts[:max(1, int(len(prompts) * frac_val))])
-    return ([p for p in pairs if p[0] not in val_prompts], [p for p in pairs if p[0] in val_prompts])
+    """(train, val) split by question, so no held-out prompt was seen in training: the split of the
+    dialogue fine-tuning (tasks.question_split: repeated pairs kept once, questions compared after
+    normalisation, a conversation's turns on one side). On the chatterbot pairs with the same seed
+    it is tasks.dialogue_splits, so every section of chapter 03 holds out the same questions."""
+    from .tasks import question_split
+    return question_split(pairs, frac_val, seed)
 
 
 def encode_pair(tok, prompt: str, response: str, block_size: int, mask_prompt: bool = True):
-    """-> (ids, labels) lists of equal length <= block_size + 1; labels = ids, or IGNORE on the
+    """-> (ids, labels) lists of equal length <= block_size + 1; labels = ids, or IGNORE_INDEX on the
     prompt when mask_prompt. The response ends with <|endoftext|> so the model learns to stop."""
     eos = tok.token_to_id("<|endoftext|>")
     p = tok.encode(format_prompt(prompt)).ids
     r = tok.encode(response).ids + [eos]
     ids = (p + r)[:block_size + 1]
-    labels = ([IGNORE] * len(p) if mask_prompt else p) + r
+    labels = ([IGNORE_INDEX] * len(p) if mask_prompt else p) + r
     return ids, labels[:block_size + 1]
 
 
@@ -48,7 +52,7 @@ def collate(examples, pad_id: int):
     Padding sits after the real tokens, so with a causal mask no real token ever sees it."""
     T = max(len(ids) for ids, _ in examples) - 1
     x = torch.full((len(examples), T), pad_id, dtype=torch.long)
-    y = torch.full((len(examples), T), IGNORE, dtype=torch.long)
+    y = torch.full((len(examples), T), IGNORE_INDEX, dtype=torch.long)
     for i, (ids, labels) in enumerate(examples):
         n = len(ids) - 1
         x[i, :n] = torch.tensor(ids[:-1])
@@ -60,12 +64,8 @@ def batch_fn(examples, batch_size: int, pad_id: int, generator: torch.Generator)
     """Random batches of encoded examples for `train.train`: get_batch(device) -> (x, y)."""
     if not examples:
         raise ValueError("no examples to batch")
-
-    def get_batch(device="cpu"):
-        ix = torch.randint(len(examples), (batch_size,), generator=generator).tolist()
-        x, y = collate([examples[i] for i in ix], pad_id)
-        return x.to(device), y.to(device)
-    return get_batch
+    return random_batches(len(examples), batch_size, generator,
+                          lambda ix: collate([examples[i] for i in ix], pad_id))
 
 
 @torch.no_grad()
@@ -77,20 +77,11 @@ def mean_loss(model, examples, pad_id: int, batch_size: int = 32, device="cpu") 
     for i in range(0, len(examples), batch_size):
         x, y = collate(examples[i:i + batch_size], pad_id)
         x, y = x.to(device), y.to(device)
-        n = int((y != IGNORE).sum())
+        n = int((y != IGNORE_INDEX).sum())
         total += model(x, y).loss.item() * n
         count += n
     model.train(was)
     return total / max(count, 1)
-
-
-def sequence_logprob(model, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Sum of log p(y_t | x_<=t) over the counted positions (y != -100). x, y: (B, T) -> (B,)."""
-    logits = model(x).logits                                       # (B, T, V)
-    logp = F.log_softmax(logits.float(), dim=-1)
-    keep = y != IGNORE
-    tok_logp = logp.gather(-1, y.clamp(min=0).unsqueeze(-1)).squeeze(-1)  # (B, T)
-    return (tok_logp * keep).sum(-1)
 
 
 def dpo_loss(pi_w: torch.Tensor, pi_l: torch.Tensor, ref_w: torch.Tensor, ref_l: torch.Tensor,
@@ -137,12 +128,9 @@ def encode_preferences(tok, prefs, block_size: int):
 
 def preference_batch_fn(encoded, batch_size: int, pad_id: int, generator: torch.Generator):
     """get_batch(device) -> (x, y) of shape (2B, T): the B chosen rows, then the B rejected rows."""
-    def get_batch(device="cpu"):
-        ix = torch.randint(len(encoded), (batch_size,), generator=generator).tolist()
-        rows = [encoded[i][0] for i in ix] + [encoded[i][1] for i in ix]
-        x, y = collate(rows, pad_id)
-        return x.to(device), y.to(device)
-    return get_batch
+    def pairs(ix):
+        return collate([encoded[i][0] for i in ix] + [encoded[i][1] for i in ix], pad_id)
+    return random_batches(len(encoded), batch_size, generator, pairs)
 
 
 def dpo_loss_fn(ref_model, beta: float = 0.1) -> Callable:
@@ -157,40 +145,41 @@ def dpo_loss_fn(ref_model, beta: float = 0.1) -> Callable:
 
 
 @torch.no_grad()
-def preference_metrics(model, ref_model, encoded, pad_id: int, beta: float = 0.1,
-                       batch_size: int = 32, device="cpu") -> dict:
-    """On held-out pairs: DPO loss, reward accuracy (implicit reward of chosen > rejected), mean
-    reward margin and rewards, and how often the model alone gives the chosen answer more log-prob."""
+def preference_logprobs(model, encoded, pad_id: int, batch_size: int = 32, device="cpu"):
+    """log pi(chosen | prompt) and log pi(rejected | prompt) of every encoded pair (response tokens
+    only), in eval mode. -> (chosen (N,), rejected (N,))."""
+    was = model.training
     model.eval()
-    ref_model.eval()
-    pw, pl, rw_, rl_ = [], [], [], []
+    w, l = [], []
     for i in range(0, len(encoded), batch_size):
         chunk = encoded[i:i + batch_size]
         x, y = collate([c[0] for c in chunk] + [c[1] for c in chunk], pad_id)
-        x, y = x.to(device), y.to(device)
-        B = len(chunk)
-        pi, ref = sequence_logprob(model, x, y), sequence_logprob(ref_model, x, y)
-        pw.append(pi[:B])
-        pl.append(pi[B:])
-        rw_.append(ref[:B])
-        rl_.append(ref[B:])
-    pw, pl, rw_, rl_ = (torch.cat(t) for t in (pw, pl, rw_, rl_))
+        lp = sequence_logprob(model, x.to(device), y.to(device)).float().cpu()
+        w.append(lp[:len(chunk)])
+        l.append(lp[len(chunk):])
+    model.train(was)
+    return torch.cat(w), torch.cat(l)
+
+
+@torch.no_grad()
+def preference_metrics(model, ref_model, encoded, pad_id: int, beta: float = 0.1,
+                       batch_size: int = 32, device="cpu") -> dict:
+    """On held-out pairs: DPO loss, reward accuracy (implicit reward of chosen > rejected), mean
+    reward margin and rewards; and the model on its own: how often it gives the chosen answer more
+    log-prob than the rejected one, and by how much on average (logprob_margin, nats).
+    With ref_model = the starting model, reward_margin = beta * (the change of logprob_margin)."""
+    pw, pl = preference_logprobs(model, encoded, pad_id, batch_size, device)
+    rw_, rl_ = preference_logprobs(ref_model, encoded, pad_id, batch_size, device)
     loss, rw, rl = dpo_loss(pw, pl, rw_, rl_, beta)
     return {"dpo_loss": loss.item(), "reward_accuracy": (rw > rl).float().mean().item(),
             "reward_margin": (rw - rl).mean().item(), "reward_chosen": rw.mean().item(),
             "reward_rejected": rl.mean().item(),
-            "logprob_prefers_chosen": (pw > pl).float().mean().item()}
+            "logprob_prefers_chosen": (pw > pl).float().mean().item(),
+            "logprob_margin": (pw - pl).mean().item()}
 
 
 @torch.no_grad()
 def respond(model, tok, prompt: str, max_new_tokens: int = 40, device="cpu") -> str:
     """Greedy answer to one instruction, cut at <|endoftext|>."""
-    from ..generate import generate
-    eos = tok.token_to_id("<|endoftext|>")
-    ids = tok.encode(format_prompt(prompt)).ids
-    room = model.config.block_size - len(ids)
-    out = generate(model, torch.tensor([ids], device=device), min(max_new_tokens, room),
-                   temperature=0.0, eos_token_id=eos)
-    new = out[0, len(ids):].tolist()
-    new = new[:new.index(eos)] if eos in new else new
-    return tok.decode(new).strip()
+    return generate_text(model, tok, format_prompt(prompt), max_new_tokens, temperature=0.0,
+                         eos_token_id=tok.token_to_id("<|endoftext|>"), device=device).strip()

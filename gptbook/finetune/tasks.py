@@ -1,19 +1,28 @@
 """Fine-tuning the book's GPT: a sequence-classification head (last non-pad token + linear, the
 recipe of HF's GPT2ForSequenceClassification), a token-classification head, the data helpers
-they need, and the cached movie-review sentiment classifier that chapter 04 imports.
+they need, the cached movie-review sentiment classifier that chapter 04 imports, and the dialogue
+fine-tuning (a split by question, replies that stop at the end of the answer, word-F1, the cached
+dialogue model that chapter 04 can load).
 
 Training reuses `gptbook.train.train` with a `loss_fn`, so there is one training loop in the book.
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Optional, Sequence
+import random
+import re
+from collections import Counter
+from typing import List, NamedTuple, Optional, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from ..config import Profile
-from ..model import GPT, IGNORE_INDEX as IGNORE     # IGNORE: the label id the loss skips (padding, later sub-tokens)
+from ..generate import pad
+from ..model import GPT, IGNORE_INDEX      # the label id the loss skips (padding, later sub-tokens)
+from ..train import random_batches
+
+IGNORE = IGNORE_INDEX   # chapter 03 still reads tasks.IGNORE; remove once it reads IGNORE_INDEX
 
 SENTIMENT_LABELS = ("negative", "neutral", "positive")
 
@@ -68,7 +77,7 @@ class GPTForTokenClassification(nn.Module):
         loss = None
         if labels is not None:
             loss = F.cross_entropy(logits.reshape(-1, self.num_labels), labels.reshape(-1),
-                                   ignore_index=IGNORE)
+                                   ignore_index=IGNORE_INDEX)
         return HeadOutput(logits, loss)
 
 
@@ -83,21 +92,10 @@ def encode(tok, texts: Sequence[str], max_len: int) -> list:
     return out
 
 
-def pad_right(seqs: Sequence[Sequence[int]], pad_id: int):
-    """List of id lists -> (idx (B, T), attention_mask (B, T)), padded on the RIGHT."""
-    T = max(len(s) for s in seqs)
-    idx = torch.full((len(seqs), T), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), T), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        idx[i, :len(s)] = torch.tensor(s, dtype=torch.long)
-        mask[i, :len(s)] = 1
-    return idx, mask
-
-
 def align_token_labels(words: Sequence[str], tags: Sequence[str], tok, label2id: dict,
                        max_len: int, prefix_space: bool = False, at: str = "last"):
     """Word-level BIO tags -> (ids, labels) at token level: each word is encoded on its own; one of
-    its tokens carries the tag, the others get IGNORE. at="last" suits a causal model (the last
+    its tokens carries the tag, the others get IGNORE_INDEX. at="last" suits a causal model (the last
     token has seen the whole word); at="first" is the usual choice for BERT. Cut to max_len tokens."""
     if len(words) != len(tags):
         raise ValueError(f"{len(words)} words but {len(tags)} tags")
@@ -107,25 +105,24 @@ def align_token_labels(words: Sequence[str], tags: Sequence[str], tok, label2id:
     for i, (w, t) in enumerate(zip(words, tags)):
         piece = tok.encode((" " + w) if prefix_space and i else w).ids or [tok.token_to_id("<|endoftext|>")]
         ids += piece
-        rest = [IGNORE] * (len(piece) - 1)
+        rest = [IGNORE_INDEX] * (len(piece) - 1)
         labels += [label2id[t]] + rest if at == "first" else rest + [label2id[t]]
     return ids[:max_len], labels[:max_len]
 
 
 def batcher(seqs: list, labels: list, batch_size: int, pad_id: int, generator: torch.Generator):
     """get_batch(device) -> (x (B, T), y): random examples, right-padded. y is (B,) for one label per
-    sequence, or (B, T) padded with IGNORE for one label per token."""
-    def get_batch(device="cpu"):
-        ix = torch.randint(len(seqs), (batch_size,), generator=generator).tolist()
-        x, _ = pad_right([seqs[i] for i in ix], pad_id)
+    sequence, or (B, T) padded with IGNORE_INDEX for one label per token."""
+    def examples(ix):
+        x, _ = pad([seqs[i] for i in ix], pad_id, "right")
         if isinstance(labels[0], (list, tuple)):
-            y = torch.full_like(x, IGNORE)
+            y = torch.full_like(x, IGNORE_INDEX)
             for r, i in enumerate(ix):
                 y[r, :len(labels[i])] = torch.tensor(labels[i])
         else:
             y = torch.tensor([labels[i] for i in ix], dtype=torch.long)
-        return x.to(device), y.to(device)
-    return get_batch
+        return x, y
+    return random_batches(len(seqs), batch_size, generator, examples)
 
 
 def train_head(model: nn.Module, seqs: list, labels: list, cfg: Profile, pad_id: int,
@@ -150,7 +147,7 @@ def predict(model: nn.Module, seqs: list, pad_id: int, batch_size: int = 64, dev
     out = []
     for i in range(0, len(seqs), batch_size):
         chunk = seqs[i:i + batch_size]
-        x, mask = pad_right(chunk, pad_id)
+        x, mask = pad(chunk, pad_id, "right")
         logits = model(x.to(device), attention_mask=mask.to(device)).logits.float().cpu()
         if logits.dim() == 2:
             out.append(logits.argmax(-1))
@@ -193,29 +190,111 @@ def scores(y_true, y_pred, label_names: Sequence[str]) -> dict:
 
 def word_tags(pred_ids, label_ids, id2label: Sequence[str]):
     """Token-level predictions -> word-level (gold, predicted) tag lists, read at the token of each
-    word that carries its label (the positions whose label is not IGNORE)."""
+    word that carries its label (the positions whose label is not IGNORE_INDEX)."""
     gold, pred = [], []
     for p, l in zip(pred_ids, label_ids):
-        keep = [i for i, y in enumerate(l) if y != IGNORE]
+        keep = [i for i, y in enumerate(l) if y != IGNORE_INDEX]
         gold.append([id2label[l[i]] for i in keep])
         pred.append([id2label[int(p[i])] for i in keep])
     return gold, pred
 
 
-# ---------------------------------------------------------------- generation fine-tuning data
+# ---------------------------------------------------------------- generation fine-tuning: dialogue
 
-def dialogue_format(question: str, answer: str = "") -> str:
-    """The prompt format of the dialogue fine-tuning: 'Q: ...\nA: ...'."""
-    return f"Q: {question}\nA:" + (f" {answer}" if answer else "")
+def normalize(text: str) -> str:
+    """Lower case, punctuation (ASCII and CJK) removed, spaces collapsed: the form in which two
+    questions (or an answer and its reference) count as the same text."""
+    text = re.sub(r"[^\w\s]", " ", text.lower())
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def token_f1(pred: str, ref: str) -> float:
+    """SQuAD-style word-overlap F1 between two English answers (after normalize())."""
+    p, r = normalize(pred).split(), normalize(ref).split()
+    if not p or not r:
+        return float(p == r)
+    common = sum((Counter(p) & Counter(r)).values())
+    if common == 0:
+        return 0.0
+    prec, rec = common / len(p), common / len(r)
+    return 2 * prec * rec / (prec + rec)
+
+
+def dialogue_format(question: str, answer: str = "", history: Sequence = ()) -> str:
+    """The prompt format of the dialogue fine-tuning: 'Q: ...\nA: ...'. `history`, earlier
+    (question, answer) turns of the same conversation, comes first, one 'Q: ...\nA: ...' each."""
+    past = "".join(f"Q: {q}\nA: {a}\n" for q, a in history)
+    return past + f"Q: {question}\nA:" + (f" {answer}" if answer else "")
+
+
+def dialogue_groups(pairs: Sequence) -> List[int]:
+    """A group id per pair: pairs whose questions are equal after normalize() share a group, and so
+    do the consecutive pairs of one conversation (the answer of pair i is the question of pair i+1,
+    same topic: a conversation A, B, C gives the pairs A->B and B->C). Splitting by group keeps every
+    question, and every answer that is also a question, on one side."""
+    parent = list(range(len(pairs)))
+
+    def root(i):
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+    first = {}
+    for i, (q, a, *rest) in enumerate(pairs):
+        parent[root(i)] = root(first.setdefault(normalize(q), i))
+        if i and pairs[i - 1][1] == q and tuple(pairs[i - 1][2:]) == tuple(rest):
+            parent[root(i)] = root(i - 1)
+    return [root(i) for i in range(len(pairs))]
+
+
+def conversations(pairs: Sequence) -> List[list]:
+    """Runs of consecutive pairs of one conversation (the answer of each is the question of the
+    next, same topic), in order: [[pair, pair, ...], ...]."""
+    runs = []
+    for p in pairs:
+        last = runs[-1][-1] if runs else None
+        if last is not None and last[1] == p[0] and tuple(last[2:]) == tuple(p[2:]):
+            runs[-1].append(p)
+        else:
+            runs.append([p])
+    return runs
+
+
+def question_split(pairs: Sequence, val: float = 0.1, seed: int = 0):
+    """(train, val) lists of pairs with no question (after normalize()) on both sides: whole groups
+    (dialogue_groups) go to validation, in an order shuffled by seed, until it holds `val` of the
+    distinct pairs. Repeated pairs are kept once (a pair repeated 121 times would otherwise weigh
+    121 times in training, or fill the validation set with one question)."""
+    seen, unique = set(), []
+    for p in pairs:
+        key = (normalize(p[0]), normalize(p[1]))
+        if key not in seen:
+            seen.add(key)
+            unique.append(p)
+    groups = dialogue_groups(unique)
+    order = sorted(set(groups))
+    random.Random(seed).shuffle(order)
+    target, held, n = max(1, round(val * len(unique))), set(), 0
+    size = Counter(groups)
+    for g in order:
+        if n >= target:
+            break
+        held.add(g)
+        n += size[g]
+    return ([p for p, g in zip(unique, groups) if g not in held],
+            [p for p, g in zip(unique, groups) if g in held])
+
+
+def shared_questions(train: Sequence, val: Sequence) -> set:
+    """The questions (after normalize()) that occur on both sides of a split: empty for a clean one."""
+    return {normalize(p[0]) for p in train} & {normalize(p[0]) for p in val}
 
 
 def dialogue_splits(cfg: Profile, lang: str = "english", val: float = 0.1):
-    """chatterbot pairs -> (train, val) lists of (q, a, topic): a fixed shuffle by cfg.seed."""
+    """chatterbot pairs -> (train, val) lists of (q, a, topic), de-duplicated and split by question
+    (question_split, seed from cfg): no held-out question occurs in training."""
     from .. import data
-    pairs = data.load_dialogues(lang)
-    order = torch.randperm(len(pairs), generator=torch.Generator().manual_seed(cfg.seed)).tolist()
-    n_val = int(len(pairs) * val)
-    return [pairs[i] for i in order[n_val:]], [pairs[i] for i in order[:n_val]]
+    return question_split(data.load_dialogues(lang), val, cfg.seed)
 
 
 def dialogue_stream(tok, pairs) -> torch.Tensor:
@@ -225,6 +304,78 @@ def dialogue_stream(tok, pairs) -> torch.Tensor:
     for q, a, *_ in pairs:
         ids += tok.encode(dialogue_format(q, a)).ids + [eos]
     return torch.tensor(ids, dtype=torch.long)
+
+
+def cut_reply(text: str) -> str:
+    """The answer in a generated continuation: leading blanks dropped, cut at the first newline or
+    at a 'Q:' that starts the next turn."""
+    return re.split(r"\n|Q:", text.lstrip(), maxsplit=1)[0].strip()
+
+
+@torch.no_grad()
+def greedy_replies(model, tok, prompts: Sequence[str], max_new_tokens: int = 32,
+                   batch_size: int = 32, device=None) -> List[str]:
+    """Greedy one-line replies to prompts (dialogue_format strings, or align.format_prompt ones),
+    generated in left-padded batches. A row stops at <|endoftext|> or at the first newline after
+    some text (the end of the 'A:' line), and cut_reply() takes the answer out; a row that writes
+    only blanks gives "". A prompt longer than the context loses its oldest tokens, so a long
+    history cannot push the answer out."""
+    from ..generate import generate
+    device = device or next(model.parameters()).device
+    eos, pad_id = tok.token_to_id("<|endoftext|>"), tok.token_to_id("<|pad|>")
+    vocab = tok.get_vocab_size()
+    newline = torch.tensor(["\n" in tok.decode([i]) for i in range(vocab)], device=device)
+    blank = torch.tensor([not tok.decode([i]).strip() for i in range(vocab)], device=device)
+    keep = model.config.block_size - max_new_tokens
+    out = []
+    for s in range(0, len(prompts), batch_size):
+        ids = [tok.encode(p).ids[-keep:] for p in prompts[s:s + batch_size]]
+        idx, mask = pad(ids, pad_id, "left")
+        said = torch.zeros(len(ids), dtype=torch.bool, device=device)   # some text after 'A:' yet
+        done = torch.zeros(len(ids), dtype=torch.bool, device=device)
+
+        def stop(new):
+            nonlocal said, done
+            t = new.squeeze(1).clamp(max=vocab - 1)
+            done = done | (new.squeeze(1) == eos) | (said & newline[t])
+            said = said | ~blank[t]
+            return bool(done.all())
+        gen = generate(model, idx.to(device), max_new_tokens, temperature=0.0, eos_token_id=eos,
+                       attention_mask=mask.to(device), on_token=stop)
+        for row in gen[:, idx.size(1):].tolist():
+            row = row[:row.index(eos)] if eos in row else row
+            out.append(cut_reply(tok.decode(row)))
+    return out
+
+
+def echoes(reply: str, question: str, threshold: float = 0.5) -> bool:
+    """A reply that repeats the question: word-F1 with the question of at least `threshold`."""
+    return bool(normalize(reply)) and token_f1(reply, question) >= threshold
+
+
+def dialogue_model(cfg: Profile, progress: bool = True, retrain: bool = False):
+    """The book's dialogue model: the chapter-03 pre-trained GPT fine-tuned (language-model loss,
+    cfg.finetune_steps at cfg.finetune_lr) on the training side of dialogue_splits(cfg); cached, so
+    chapter 04 loads the same model. Returns (GPT in eval mode on CPU, tokenizer, History); the
+    History's validation loss is on the held-out side. Reply with
+    `greedy_replies(model, tok, [dialogue_format(question)])`."""
+    from ..train import History, batch_fn, cached_model, model_path, pretrained, pretrained_key, train
+    gpt, tok, _ = pretrained(cfg, progress=progress)
+
+    def build():
+        tr, va = dialogue_splits(cfg)
+        hist = train(gpt, batch_fn(dialogue_stream(tok, tr), cfg.block_size, cfg.finetune_batch_size,
+                                   torch.Generator().manual_seed(cfg.seed)),
+                     cfg, get_val_batch=batch_fn(dialogue_stream(tok, va), cfg.block_size,
+                                                 cfg.finetune_batch_size,
+                                                 torch.Generator().manual_seed(cfg.seed + 1)),
+                     max_steps=cfg.finetune_steps, learning_rate=cfg.finetune_lr, progress=progress)
+        return gpt.cpu(), {"history": hist.to_dict()}
+    path = model_path("dialogue", pretrained_key(cfg), cfg.finetune_steps, cfg.finetune_batch_size,
+                      cfg.finetune_lr)
+    model, extra = cached_model(path, build, "the dialogue model", into=gpt, retrain=retrain,
+                                rebuild="the next run that needs it fine-tunes it again")
+    return model, tok, History(**extra["history"])
 
 
 # ---------------------------------------------------------------- the cached sentiment classifier
@@ -251,30 +402,21 @@ def sentiment_classifier(cfg: Profile, progress: bool = True, retrain: bool = Fa
     `model.history` is the fine-tuning History.
     Classify: `predict(model, encode(tok, texts, cfg.block_size), pad_id)` with
     `pad_id = tok.token_to_id("<|pad|>")`."""
-    from .. import data
-    from ..train import History, _cache_key, pretrained
-    path = data.cache_dir() / "models" / (f"sentiment-{_cache_key(cfg)}-{cfg.finetune_steps}-"
-                                          f"{cfg.finetune_batch_size}-{cfg.finetune_lr}-{cfg.max_examples}.pt")
+    from ..train import History, cached_model, model_path, pretrained, pretrained_key
     gpt, tok, _ = pretrained(cfg, progress=progress)
     pad_id = tok.token_to_id("<|pad|>")
     model = GPTForSequenceClassification(gpt, len(SENTIMENT_LABELS), pad_id)
-    if path.exists() and not retrain:
-        try:
-            ck = torch.load(path, map_location="cpu", weights_only=True)
-            model.load_state_dict(ck["state_dict"])
-            model.history = History(**ck["history"])
-        except Exception as e:  # noqa: BLE001 - truncated, corrupted or from another version
-            raise data.unreadable_cache_file(path, e, "the next run that needs it fine-tunes it again") from None
-        return model.eval(), tok, SENTIMENT_LABELS
-    torch.manual_seed(cfg.seed)
-    nn.init.normal_(model.score.weight, std=0.02)
-    split = sentiment_splits(cfg)["train"]
-    model.history = train_head(model, encode(tok, [t for t, _ in split], cfg.block_size), [y for _, y in split],
-               cfg, pad_id, progress=progress)
-    model.cpu().eval()
-    with data.cache_write("the sentiment model"):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        torch.save({"state_dict": model.state_dict(), "history": model.history.to_dict()}, tmp)
-        tmp.replace(path)
+
+    def build():
+        torch.manual_seed(cfg.seed)
+        nn.init.normal_(model.score.weight, std=0.02)
+        split = sentiment_splits(cfg)["train"]
+        hist = train_head(model, encode(tok, [t for t, _ in split], cfg.block_size), [y for _, y in split],
+                          cfg, pad_id, progress=progress)
+        return model.cpu(), {"history": hist.to_dict()}
+    path = model_path("sentiment", pretrained_key(cfg), cfg.finetune_steps, cfg.finetune_batch_size,
+                      cfg.finetune_lr, cfg.max_examples)
+    model, extra = cached_model(path, build, "the sentiment model", into=model, retrain=retrain,
+                                rebuild="the next run that needs it fine-tunes it again")
+    model.history = History(**extra["history"])
     return model, tok, SENTIMENT_LABELS
