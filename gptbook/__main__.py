@@ -6,6 +6,7 @@ COMMANDS = {
     "run": ("gptbook.cli.run", "execute chapters headless with papermill"),
     "data": ("gptbook.cli.bundle", "fetch / verify the offline data bundle"),
     "doctor": ("gptbook.cli.doctor", "check this machine's setup and print fixes"),
+    "pretrain": ("gptbook.cli.pretrain", "pre-train the book's GPT (one process, or data-parallel under torchrun)"),
     "exercises": ("gptbook.exercises.cli", "release or grade the exercise notebooks"),
     "serve": ("gptbook.deploy.serve", "serve the book's model over HTTP"),
     "compare": ("gptbook.cli.reference", "check a run of the book against the reference (exact outputs and bands)"),

@@ -83,3 +83,45 @@ def from_hf(hf_model) -> GPT:
     _check_keys(ours, set(hf_sd), "from_hf")
     _copy({k: v for k, v in hf_sd.items() if k in ours}, sd, "from_hf")
     return gpt
+
+
+# OpenAI's released sizes (all share one tokenizer: gptbook.tokenizer.gpt2_bpe)
+GPT2_SIZES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
+
+
+def load_gpt2(weights: str) -> GPT:
+    """OpenAI's GPT-2 as the book's GPT: `weights` is a hub name in GPT2_SIZES (downloaded once by
+    transformers; needs the internet) or a local folder holding a Hugging Face GPT-2 checkpoint
+    (`save_pretrained`). The embedding gets one extra row, for the `<|pad|>` id that gpt2_bpe() adds
+    (the mean of the other rows; padded positions are masked, so it only has to exist).
+    Offline, or with no such model, raises data.SetupError naming the cause and the two ways out."""
+    from pathlib import Path
+
+    from .data import SetupError
+    folder = Path(weights).expanduser()
+    if weights not in GPT2_SIZES and not folder.is_dir():
+        raise ValueError(f"weights={weights!r}: use 'book' (the book's own model), one of {list(GPT2_SIZES)}, "
+                         f"or a folder holding a Hugging Face GPT-2 checkpoint")
+    from transformers import GPT2LMHeadModel
+    from transformers.utils import logging as hf_logging
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        hf = GPT2LMHeadModel.from_pretrained(str(folder) if folder.is_dir() else weights).eval()
+    except (OSError, ValueError) as e:   # hub unreachable / offline, or a folder without a checkpoint
+        cause = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise SetupError(f"cannot load GPT-2 weights {weights!r}: {cause}. Either run offline on the book's own "
+                         f"model (weights='book'), or load {weights!r} once on a machine with the internet, "
+                         f"save it with GPT2LMHeadModel.from_pretrained({weights!r}).save_pretrained(FOLDER) "
+                         f"and pass weights=FOLDER") from None
+    finally:
+        hf_logging.set_verbosity(level)
+    gpt = from_hf(hf)
+    V = gpt.config.vocab_size
+    grown = GPT(gpt.config.replace(vocab_size=V + 1)).eval()
+    sd = gpt.state_dict()
+    wte = sd["transformer.wte.weight"]
+    sd["transformer.wte.weight"] = torch.cat([wte, wte.mean(0, keepdim=True)])
+    sd["lm_head.weight"] = sd["transformer.wte.weight"]                 # tied, as in GPT-2
+    grown.load_state_dict(sd)
+    return grown

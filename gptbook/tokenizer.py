@@ -57,6 +57,21 @@ def gpt2_tokenizer():
     return GPT2Tokenizer(vocab=str(vocab), merges=str(merges))
 
 
+def gpt2_bpe():
+    """OpenAI's GPT-2 tokenizer with the interface of the book's (`tokenizers.Tokenizer`: encode(t).ids,
+    decode, token_to_id), so chapters run unchanged on GPT-2 weights. The same files serve every GPT-2
+    size. GPT-2 has no padding token: `<|pad|>` is added as id 50257, one past GPT-2's vocabulary
+    (gptbook.hf.load_gpt2 gives the model a row for it; padded positions are masked anyway)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from . import data
+    vocab, merges = data.gpt2_tokenizer_files()
+    tok = Tokenizer(models.BPE.from_file(str(vocab), str(merges)))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens(["<|endoftext|>", "<|pad|>"])
+    return tok
+
+
 # OpenAI's encodings as tiktoken's own recipe (tiktoken_ext.openai_public) defines them: the sha256
 # of the published vocabulary file, the split pattern and the special tokens
 # (tests/test_tokenizer.py checks that they still agree with the installed tiktoken)

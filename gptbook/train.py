@@ -125,16 +125,38 @@ def stream_loss(model, ids: torch.Tensor, batch_size: int = 32, device=None, dty
     return total / (len(starts) * T), len(starts) * T
 
 
+def distributed() -> tuple:
+    """(rank, world size): (0, 1) in one process; under `torchrun` (after init_process_group) the
+    process's place among the workers. train() reads it, so one loop serves both."""
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
 def train(model, get_train_batch: Callable, cfg: Profile, get_val_batch: Optional[Callable] = None,
           max_steps: Optional[int] = None, learning_rate: Optional[float] = None,
           grad_accum: int = 1, progress: bool = True, loss_fn: Optional[Callable] = None) -> History:
     """Train `model` in place. get_*_batch(device) -> (x, y). Returns a History.
 
     loss_fn(model, x, y) -> loss lets fine-tuning reuse this loop with its own objective.
+
+    Data-parallel under `torchrun` (see `python -m gptbook pretrain`): every worker draws the same
+    GLOBAL batch (same generator seed), keeps its 1/world share of the rows, and DistributedDataParallel
+    averages the gradients in backward; the mean of equal shards' mean losses is the global batch's
+    mean loss, so the run follows the one-process run at the same global batch. Only rank 0 shows
+    progress; every rank returns the same History (losses averaged over the workers).
     """
     from tqdm.auto import tqdm
+    rank, world = distributed()
     device = pick_device(cfg.device)
+    if world > 1 and device.type == "cuda":
+        device = torch.device("cuda", torch.cuda.current_device())   # torchrun: one GPU per worker
     model.to(device).train()
+    net = model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     steps = max_steps if max_steps is not None else cfg.max_steps
     max_lr = learning_rate if learning_rate is not None else cfg.learning_rate
     # a learning rate given here (fine-tuning, a sweep) keeps the profile's floor-to-peak ratio: a
@@ -152,7 +174,8 @@ def train(model, get_train_batch: Callable, cfg: Profile, get_val_batch: Optiona
     loss_fn = loss_fn or (lambda m, x, y: m(x, y).loss)
     hist = History()
     t0 = time.perf_counter()
-    bar = tqdm(range(steps), desc="training", disable=not progress_enabled(progress), mininterval=1.0)
+    bar = tqdm(range(steps), desc="training", disable=rank > 0 or not progress_enabled(progress),
+               mininterval=1.0)
     for step in bar:
         lr = lr_at(step, max_lr, min_lr, warmup, steps)
         for g in opt.param_groups:
@@ -160,12 +183,21 @@ def train(model, get_train_batch: Callable, cfg: Profile, get_val_batch: Optiona
         total = 0.0
         for _ in range(grad_accum):
             x, y = get_train_batch(device)
+            hist.tokens_seen += x.numel()
+            if world > 1:
+                if len(x) % world:
+                    raise ValueError(f"batch of {len(x)} rows cannot be shared by {world} workers equally; "
+                                     f"choose a batch size divisible by {world}")
+                x, y = x[rank::world], y[rank::world]        # this worker's share of the global batch
             with autocast(device, cfg.dtype):
                 # divided, so that the gradients summed over the micro-batches are those of their mean
-                loss = loss_fn(model, x, y) / grad_accum
+                loss = loss_fn(net, x, y) / grad_accum
             loss.backward()
             total += loss.item()
-            hist.tokens_seen += x.numel()
+        if world > 1:   # the logged loss is the global batch's: the mean of the workers' shares
+            t = torch.tensor([total], device=device)
+            torch.distributed.all_reduce(t)
+            total = t.item() / world
         if cfg.grad_clip:
             # one unlucky batch can give a gradient many times the usual size; clipping the global
             # norm (1.0, as GPT-3) bounds that step and keeps its direction
@@ -326,9 +358,17 @@ def cached_model(path, build: Callable, what: str, rebuild: str = "", into=None,
     return model.eval(), extra
 
 
-def pretrained(cfg: Profile, progress: bool = True, retrain: bool = False):
+def pretrained(cfg: Profile, progress: bool = True, retrain: bool = False, weights: str = "book"):
     """The book's pre-trained GPT for this profile: loaded from the cache, or trained and cached.
-    Returns (model, tokenizer, History)."""
+    Returns (model, tokenizer, History).
+
+    weights: "book" (default, offline), or OpenAI's GPT-2 ("gpt2", "gpt2-medium", "gpt2-large",
+    "gpt2-xl", or a folder with a Hugging Face GPT-2 checkpoint), mapped into the book's GPT with
+    GPT-2's tokenizer (gptbook.hf.load_gpt2); its History is empty (nobody here trained it)."""
+    if weights != "book":
+        from .hf import load_gpt2
+        from .tokenizer import gpt2_bpe
+        return load_gpt2(weights), gpt2_bpe(), History()
     from . import data
     from .tokenizer import book_tokenizer
     trained = {}

@@ -168,3 +168,119 @@ def test_matmul_flops_with_and_without_cache(tiny_model):
         pruned = bench.matmul_flops(lambda: prune.global_magnitude_prune(tiny_model, 0.9)(idx))
     assert full == 16 * step > 0
     assert pruned == full                   # zeros are still multiplied
+
+
+# ------------------------------------------------------------------ int8 paths, ONNX with a KV cache
+
+def test_int8_embedding_reads_the_heads_int8_table(tiny_model):
+    q = quantize.quantize_dynamic_int8(tiny_model)
+    emb = q.transformer.wte
+    assert isinstance(emb, quantize.Int8Embedding)
+    assert emb.weight_int8.data_ptr() == q.lm_head.weight_int8.data_ptr()   # one table, no copy
+    ids = torch.tensor([[0, 5, 63]])
+    torch.testing.assert_close(emb(ids), q.lm_head.dequantized_weight()[ids])
+    assert (emb(ids) - tiny_model.transformer.wte(ids)).abs().max() < 0.01
+    untied = quantize.quantize_dynamic_int8(tiny_model, tied_embedding=False)
+    assert isinstance(untied.transformer.wte, torch.nn.Embedding)
+    # the int8 table is saved once: smaller than the variant with an fp32 embedding and an int8 head
+    assert bench.state_dict_bytes(q) < bench.state_dict_bytes(untied) < bench.state_dict_bytes(tiny_model)
+
+
+def test_torchao_int8_is_close_and_keeps_the_tie(tiny_model):
+    q = quantize.torchao_int8(tiny_model)
+    assert q.transformer.wte.weight is q.lm_head.weight                  # one int8 tensor for both
+    assert type(q.lm_head.weight).__module__.startswith("torchao")      # torchao's int8 tensor
+    assert isinstance(tiny_model.lm_head.weight, torch.nn.Parameter)     # the original is untouched
+    x = torch.randint(0, 64, (2, 16))
+    with torch.no_grad():
+        ref, out = tiny_model(x).logits, q(x).logits
+    assert (out - ref).abs().max() < 0.05 * ref.abs().max()
+    assert bench.state_dict_bytes(q) < 0.5 * bench.state_dict_bytes(tiny_model)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """The tiny model (the weights of tiny_model) exported with its KV cache, fp32 and int8."""
+    from gptbook.model import GPT, GPTConfig
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=64, block_size=16, n_layer=2, n_head=2, n_embd=32)).eval()
+    d = tmp_path_factory.mktemp("onnx")
+    fp32 = onnx.export(model, d / "kv.onnx", cache=True)
+    return model, fp32, onnx.quantize_int8(fp32, d / "kv8.onnx")
+
+
+@pytest.mark.slow
+def test_cached_onnx_graph_generates_pytorch_s_tokens(exported):
+    model, fp32, _ = exported
+    ort = onnx.OnnxGPT(fp32, model.config)
+    idx = torch.randint(0, 64, (2, 4))
+    a = generate(model, idx, 12, temperature=0.0, use_cache=True)
+    b = generate(ort, idx, 12, temperature=0.0, use_cache=True)
+    assert torch.equal(a, b)
+    # step by step: the prompt with an empty cache, then one token at a time, logits and cache alike
+    with torch.no_grad():
+        ref = model(idx)
+        out = ort(idx)
+        torch.testing.assert_close(out.logits, ref.logits, atol=1e-4, rtol=1e-4)
+        nxt = torch.randint(0, 64, (2, 1))
+        ref2, out2 = model(nxt, past_key_values=ref.past_key_values), ort(nxt, past_key_values=out.past_key_values)
+        torch.testing.assert_close(out2.logits, ref2.logits, atol=1e-4, rtol=1e-4)
+        for (k, v), (rk, rv) in zip(out2.past_key_values, ref2.past_key_values):
+            assert k.shape == rk.shape == (2, 2, 5, 16)
+            torch.testing.assert_close(v, rv, atol=1e-4, rtol=1e-4)
+    tokens = torch.randint(0, 64, (200,))
+    assert bench.perplexity(ort, tokens, 16, 4) == pytest.approx(bench.perplexity(model, tokens, 16, 4), rel=1e-5)
+    # the plain logits helper runs the cached graph too (with an empty cache)
+    torch.testing.assert_close(onnx.ort_logits(ort.session, idx), ref.logits, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_onnx_int8_is_smaller_close_and_its_head_is_int8(exported):
+    import onnx as onnx_pkg
+    model, fp32, int8 = exported
+    nodes = [n.op_type for n in onnx_pkg.load(str(int8)).graph.node]
+    assert nodes.count("MatMulInteger") == 4 * 2 + 1                    # every Linear and the LM head
+    assert "DequantizeLinear" in nodes and "Gather" in nodes             # embedding lookups on int8 rows
+    graph = onnx_pkg.load(str(int8)).graph
+    floats = [i for i in graph.initializer if i.data_type == onnx_pkg.TensorProto.FLOAT and len(i.dims) == 2]
+    assert not floats                                                  # no fp32 matrix left (one int8 table)
+    assert onnx.file_bytes(int8) < onnx.file_bytes(fp32) / 2.5
+    q = onnx.OnnxGPT(int8, model.config, name="onnx-int8")
+    x = torch.randint(0, 64, (4, 16))
+    with torch.no_grad():
+        ref, out = model(x).logits, q(x).logits
+    assert (out - ref).abs().max() < 0.1 * ref.abs().max()
+    assert (out.argmax(-1) == ref.argmax(-1)).float().mean() > 0.9     # next-token agreement
+    assert generate(q, x[:, :4], 6, temperature=0.0).shape == (4, 10)
+    assert not onnx.int8_lm_head(onnx_pkg.load(str(int8)))               # already rewritten: nothing to do
+
+
+@pytest.mark.slow
+def test_onnx_gpt_refuses_what_its_graph_cannot_do(exported, tmp_path):
+    model, fp32, _ = exported
+    ort = onnx.OnnxGPT(fp32, model.config)
+    idx, mask = left_pad([[5, 6], [7]], pad_id=1)
+    with pytest.raises(ValueError, match="attention mask"):
+        ort(idx, attention_mask=mask)
+    assert ort(idx, attention_mask=torch.ones_like(mask)).logits.shape == (2, 2, 64)   # all ones: fine
+    with pytest.raises(ValueError, match="block_size"):
+        ort(torch.zeros(1, 17, dtype=torch.long))
+    with pytest.raises(ValueError, match="token ids"):
+        ort(torch.full((1, 2), 99))
+    plain = onnx.export(model, tmp_path / "plain.onnx")
+    with pytest.raises(ValueError, match="cache=True"):
+        onnx.OnnxGPT(plain, model.config)
+    assert ort.num_params() == model.num_params() and next(ort.parameters()).device.type == "cpu"
+
+
+def test_backend_names(tiny_model, tmp_path):
+    assert onnx.backend(tiny_model, "torch", tmp_path) is tiny_model
+    with pytest.raises(ValueError, match="onnx-int8"):
+        onnx.backend(tiny_model, "tensorrt", tmp_path)
+
+
+def test_repeated_ratios_give_one_ratio_per_round():
+    r = bench.repeated_ratios({"a": lambda: None, "b": lambda: sum(range(1000))}, base="a", rounds=4, repeat=2)
+    assert set(r) == {"a", "b"} and len(r["b"]) == 4 and r["a"] == [1.0] * 4
+    with pytest.raises(ValueError, match="base"):
+        bench.repeated_ratios({"a": lambda: None}, base="c")

@@ -4,7 +4,7 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel, GPT2Model
 
 from gptbook.hf import from_hf, from_hf_config, to_hf, to_hf_config
-from gptbook.model import GPT, GPTConfig
+from gptbook.model import GPT, GPTConfig, count_params
 
 
 def hf_config(**changes):
@@ -144,3 +144,74 @@ def test_shape_mismatch_raises():
     sd["transformer.wpe.weight"] = sd["transformer.wpe.weight"][:10]
     with pytest.raises(ValueError, match="shape mismatch"):
         _copy(sd, gpt.state_dict(), "test")
+
+
+# ---------------------------------------------------------------- OpenAI's GPT-2 weights (issue: weights=)
+
+@pytest.fixture(scope="module")
+def gpt2_folder(tmp_path_factory):
+    """A Hugging Face GPT-2 checkpoint folder as save_pretrained writes it: GPT-2's real vocabulary
+    (50257) and tokenizer, random weights, tiny width (what a reader's downloaded folder looks like)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+    torch.manual_seed(0)
+    hf = GPT2LMHeadModel(GPT2Config(n_layer=2, n_head=2, n_embd=32, n_positions=64)).eval()
+    folder = tmp_path_factory.mktemp("gpt2-tiny")
+    hf.save_pretrained(folder)
+    return folder, hf
+
+
+def test_gpt2_folder_loads_into_the_book_gpt_with_hf_logits(gpt2_folder):
+    from gptbook import config, train
+    folder, hf = gpt2_folder
+    gpt, tok, hist = train.pretrained(config.get_profile("quick"), weights=str(folder))
+    ids = tok.encode("The quick brown fox jumps over the lazy dog.").ids
+    assert ids == [464, 2068, 7586, 21831, 18045, 625, 262, 16931, 3290, 13]     # GPT-2's own ids
+    x = torch.tensor([ids])
+    with torch.no_grad():
+        ours, theirs = gpt(x).logits[..., :50257], hf(x).logits
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
+    pad = tok.token_to_id("<|pad|>")
+    assert pad == 50257 == gpt.config.vocab_size - 1 and tok.token_to_id("<|endoftext|>") == 50256
+    assert hist.steps == [] and tok.decode(ids) == "The quick brown fox jumps over the lazy dog."
+    # padded batches work (the chapters' classifiers pad with <|pad|>)
+    from gptbook.generate import pad as pad_batch
+    xb, mask = pad_batch([ids, ids[:4]], pad, side="right")
+    with torch.no_grad():
+        out = gpt(xb, attention_mask=mask).logits
+    torch.testing.assert_close(out[1, :4, :50257], theirs[0, :4], atol=1e-5, rtol=1e-5)
+
+
+def test_gpt2_offline_names_the_cause_and_both_ways_out(monkeypatch, tmp_path):
+    from gptbook import data, hf
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))            # an empty hub cache: nothing downloaded before
+    with pytest.raises(data.SetupError) as e:
+        hf.load_gpt2("gpt2")
+    msg = str(e.value)
+    assert "weights='book'" in msg and "save_pretrained" in msg and "\n" not in msg
+    with pytest.raises(ValueError, match="gpt2-medium"):
+        hf.load_gpt2("gpt5")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(data.SetupError, match="cannot load GPT-2 weights"):
+        hf.load_gpt2(str(empty))
+
+
+@pytest.mark.network
+def test_real_gpt2_small_perplexity():
+    """Run this one on a machine with the internet (pytest -m network): OpenAI's gpt2 (124M) mapped into
+    the book's GPT gives transformers' own loss on a sentence (1e-4), and a low perplexity there."""
+    from transformers import GPT2LMHeadModel
+    from gptbook import hf as hfmod
+    from gptbook.tokenizer import gpt2_bpe
+    try:
+        theirs = GPT2LMHeadModel.from_pretrained("gpt2").eval()
+    except OSError:
+        pytest.skip("the Hugging Face hub is not reachable")
+    gpt, tok = hfmod.load_gpt2("gpt2"), gpt2_bpe()
+    x = torch.tensor([tok.encode("The capital of France is Paris, and the capital of Germany is Berlin.").ids])
+    with torch.no_grad():
+        ours = gpt(x[:, :-1], targets=x[:, 1:]).loss
+        ref = theirs(x, labels=x).loss
+    torch.testing.assert_close(ours, ref, atol=1e-4, rtol=1e-4)
+    assert count_params(gpt.config) > 124e6 and float(ours.exp()) < 60      # a real model, not random

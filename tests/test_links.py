@@ -71,3 +71,13 @@ def test_kernelspec_is_what_jupyterlab_writes(path):
     spec = json.loads(path.read_text(encoding="utf-8"))["metadata"]["kernelspec"]
     assert spec == {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}, spec
     assert os.sep not in spec["name"]
+
+
+@pytest.mark.parametrize("path", sorted(ROOT.glob("chapters/*.ipynb")), ids=lambda p: p.name)
+def test_code_that_builds_a_paragraph_is_collapsed(path):
+    """A cell that renders measured prose (display(Markdown(f"..."))) shows the reader the sentence
+    once: its code is collapsed in Lab (metadata jupyter.source_hidden), one click away."""
+    cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+    shown = [c["id"] for c in cells if c["cell_type"] == "code" and "display(Markdown(" in "".join(c["source"])
+             and not c["metadata"].get("jupyter", {}).get("source_hidden")]
+    assert not shown, f"{path.name}: cells {shown} build prose with visible code; set jupyter.source_hidden"

@@ -37,6 +37,21 @@ def compare_seconds(fns: dict, repeat: int = 5, warmup: int = 1) -> dict:
     return best
 
 
+def repeated_ratios(fns: dict, base: str, rounds: int = 5, repeat: int = 3) -> dict:
+    """{name: [time of name / time of base, one per round]}: `rounds` rounds of compare_seconds.
+    One ratio is one sample; its spread over the rounds is how much this machine's noise moves it.
+    A variant that repeats base's own work (the same callable under a second name) shows the noise
+    alone: its ratios would all be 1.0 on a perfectly quiet machine."""
+    if base not in fns:
+        raise ValueError(f"base {base!r} is not one of the timed callables {sorted(map(str, fns))}")
+    out = {k: [] for k in fns}
+    for r in range(rounds):
+        t = compare_seconds(fns, repeat, warmup=1 if r == 0 else 0)
+        for k in fns:
+            out[k].append(t[k] / t[base])
+    return out
+
+
 def matmul_flops(fn: Callable) -> int:
     """Floating-point operations of the matrix products fn() runs (torch.utils.flop_counter).
     A count, not a timing: the same on every machine. (CPU attention kernels are not counted.)"""

@@ -24,6 +24,10 @@ import torch.nn.functional as F
 from ..model import GPT, IGNORE_INDEX, GPTOutput, count_params
 
 BACKENDS = ("torch", "onnx", "onnx-int8")   # what `python -m gptbook serve --backend` accepts
+# ONNX opset 23 has an Attention operator: the exporter maps scaled_dot_product_attention onto it,
+# and onnxruntime runs it as one fused kernel instead of MatMul, Where, Softmax, MatMul (opset 18
+# graphs were about 10-15 % slower on the chapter's CPU)
+OPSET = 23
 
 
 class LogitsOnly(nn.Module):
@@ -123,21 +127,60 @@ def export(model: nn.Module, path, example_len: int = 16, cache: bool = False) -
         outputs = ["logits"] + cache_names(cfg.n_layer, "present")
     with _quiet_export():
         torch.onnx.export(module.eval(), example, str(path), dynamo=True, dynamic_shapes=dims,
-                          input_names=inputs, output_names=outputs, verbose=False)
+                          opset_version=OPSET, input_names=inputs, output_names=outputs, verbose=False)
     return save_single_file(path)
 
 
-def quantize_int8(src, dst) -> Path:
+def quantize_int8(src, dst, int8_head: bool = True) -> Path:
     """onnxruntime's dynamic int8 quantisation of an exported graph: every MatMul with a weight
     (int8 per output column, MatMulInteger on int8 activations quantised per call) and the token and
-    position embedding tables (Gather on uint8 rows, dequantised after the lookup). The LM head shares
-    the token table, so it reads the same int8 table, dequantised: one int8 copy in the file."""
+    position embedding tables (Gather on uint8 rows, dequantised after the lookup).
+
+    The LM head shares the token table. quantize_dynamic keeps one (uint8) copy of it and gives the
+    head the table dequantised to fp32, so the head (a third of a small GPT's work) would stay fp32;
+    int8_head=True rewrites it as an int8 product on the same table (int8_lm_head)."""
+    import onnx as onnx_pkg
     from onnxruntime.quantization import QuantType, quantize_dynamic
     dst = Path(dst)
     with _quiet("root"):   # "Please consider to run pre-processing": shape inference, not needed here
         quantize_dynamic(str(src), str(dst), op_types_to_quantize=["MatMul", "Gather"],
                          weight_type=QuantType.QInt8, per_channel=True)
+    if int8_head:
+        proto = onnx_pkg.load(str(dst))
+        int8_lm_head(proto)
+        onnx_pkg.save(proto, str(dst))
     return save_single_file(dst)
+
+
+def int8_lm_head(proto) -> bool:
+    """Rewrite logits = x @ Transpose(DequantizeLinear(W_q, s, zp)) as the int8 product
+    DynamicQuantizeLinear(x) -> MatMulInteger(x_q, Transpose(W_q)) -> float * (s_x * s), reading the
+    uint8 table W_q the embedding lookup uses (onnxruntime folds the constant Transpose when the
+    session loads). Changes `proto` in place; False when the graph has no such head."""
+    from onnx import TensorProto, helper
+    g = proto.graph
+    producer = {o: n for n in g.node for o in n.output}
+    inits = {i.name for i in g.initializer}
+    head = next((n for n in g.node if n.op_type == "MatMul" and "logits" in n.output), None)
+    tr = producer.get(head.input[1]) if head is not None else None
+    dq = producer.get(tr.input[0]) if tr is not None and tr.op_type == "Transpose" else None
+    if dq is None or dq.op_type != "DequantizeLinear" or dq.input[0] not in inits:
+        return False
+    x, (w_q, w_s, w_zp) = head.input[0], dq.input
+    new = [
+        helper.make_node("DynamicQuantizeLinear", [x], ["head_x_q", "head_x_scale", "head_x_zp"]),
+        helper.make_node("Transpose", [w_q], ["head_w_q_t"], perm=[1, 0]),
+        helper.make_node("MatMulInteger", ["head_x_q", "head_w_q_t", "head_x_zp", w_zp], ["head_acc"]),
+        helper.make_node("Cast", ["head_acc"], ["head_acc_f"], to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["head_x_scale", w_s], ["head_scale"]),
+        helper.make_node("Mul", ["head_acc_f", "head_scale"], list(head.output)),
+    ]
+    for n in (head, tr):
+        g.node.remove(n)
+    if not any(dq.output[0] in n.input for n in g.node):
+        g.node.remove(dq)
+    g.node.extend(new)   # at the end: their inputs are made earlier, and only the output reads logits
+    return True
 
 
 def session(path, threads: int = 0):

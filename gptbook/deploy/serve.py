@@ -6,7 +6,7 @@ create_app(model, tokenizer, settings) -> FastAPI app with
   POST /v1/chat/completions  OpenAI-compatible chat: the messages become a transcript, see chat_prompt
   GET  /v1/models            the one model served (OpenAI format); GET /v1/models/{id}
   GET  /v1/limits            the limits below
-  GET  /healthz              liveness (never needs the API key)
+  GET  /healthz              liveness and the backend (never needs the API key)
   GET  /metrics              Prometheus text format: requests and errors by code, latency, tokens
 Limits: prompt length (chars: 422; tokens: 413 on /v1/generate, 400 context_length_exceeded on the
 OpenAI routes), max_new_tokens / max_tokens and sampling ranges (422 / 400), body size (413, also for
@@ -17,7 +17,9 @@ with a reason; a 500 means a bug and is counted in /metrics like every other res
 Errors: /v1/generate and /v1/limits answer FastAPI's {"detail": ...}; the OpenAI routes answer
 {"error": {"message", "type", "param", "code"}}, the shape OpenAI clients read.
 
-`python -m gptbook serve` runs it with uvicorn, with read timeouts and a connection cap (uvicorn_options).
+`python -m gptbook serve` runs it with uvicorn, with read timeouts and a connection cap (uvicorn_options);
+`--backend onnx` or `onnx-int8` serves the same model from onnxruntime (gptbook.deploy.onnx.backend):
+create_app takes any model with the GPT's interface, so validation, limits and metrics are the same.
 """
 # no `from __future__ import annotations`: FastAPI must see the request classes defined in create_app
 import asyncio
@@ -26,6 +28,7 @@ import ipaddress
 import json
 import logging
 import math
+import tempfile
 import threading
 import time
 import uuid
@@ -42,6 +45,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..generate import check_sampling, generate
 from ..model import DeadlinePassed
+from .onnx import BACKENDS, backend
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")   # examples; is_loopback() is the rule
 log = logging.getLogger("uvicorn.error")       # uvicorn prints this logger, so tracebacks show in its log
@@ -417,7 +421,8 @@ class Job:
 # ------------------------------------------------------------------ the app
 
 def create_app(model, tokenizer, settings: Optional[ServeSettings] = None) -> FastAPI:
-    """A FastAPI app serving `model` (a gptbook GPT) with `tokenizer` (tokenizers.Tokenizer).
+    """A FastAPI app serving `model` (a gptbook GPT, or onnx.OnnxGPT: anything with the GPT's
+    forward, config, num_params and deadline) with `tokenizer` (tokenizers.Tokenizer).
     Each generation runs inside `model.deadline(...)`, which stops it at the request's deadline and
     leaves the model as it was, so the model can still be used directly."""
     from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -626,7 +631,7 @@ def create_app(model, tokenizer, settings: Optional[ServeSettings] = None) -> Fa
     @app.get("/healthz")
     async def healthz():
         return {"status": "ok", "parameters": model.num_params(),
-                "block_size": model.config.block_size}
+                "block_size": model.config.block_size, "backend": getattr(model, "name", "torch")}
 
     @app.get("/metrics")
     async def metrics():
@@ -758,6 +763,9 @@ def main(argv=None):
                     help="requests admitted at once; more get 429 (default 8)")
     ap.add_argument("--timeout", type=float, default=10.0,
                     help="seconds a request may queue and generate; longer gets 504 (default 10)")
+    ap.add_argument("--backend", default="torch", choices=BACKENDS,
+                    help="what runs the model: torch (PyTorch eager, default), onnx (onnxruntime fp32) or "
+                         "onnx-int8 (onnxruntime, int8 weights); the ONNX ones export the model at start")
     a = ap.parse_args(argv)
     if not 1 <= a.port <= 65535:
         ap.error(f"--port must be in 1..65535, got {a.port}")
@@ -779,9 +787,14 @@ def main(argv=None):
         flags = {"max_new_tokens": "--max-new-tokens", "max_prompt_tokens": "--max-prompt-tokens",
                  "max_concurrency": "--max-concurrency", "timeout_s": "--timeout"}
         ap.error(f"{flags.get(name, name)} {rest}")
-    model, tok, _ = train.pretrained(config.setup(a.profile))
-    app = create_app(model, tok, settings)
-    print(f"serving {settings.model_name} on http://{a.host}:{a.port}  (POST /v1/generate, "
-          f"/v1/completions, /v1/chat/completions; GET /v1/models, /metrics, /healthz)")
-    uvicorn.run(app, host=a.host, port=a.port, log_level="info", **uvicorn_options(settings))
+    cfg = config.setup(a.profile)
+    model, tok, _ = train.pretrained(cfg)
+    with tempfile.TemporaryDirectory(prefix="gptbook-serve-") as workdir:   # the ONNX files, if any
+        if a.backend != "torch":
+            print(f"exporting the model to ONNX ({a.backend}) ...", flush=True)
+        served = backend(model.cpu().eval(), a.backend, workdir, threads=cfg.threads or 0)
+        app = create_app(served, tok, settings)
+        print(f"serving {settings.model_name} ({a.backend}) on http://{a.host}:{a.port}  (POST /v1/generate, "
+              f"/v1/completions, /v1/chat/completions; GET /v1/models, /metrics, /healthz)")
+        uvicorn.run(app, host=a.host, port=a.port, log_level="info", **uvicorn_options(settings))
     return 0

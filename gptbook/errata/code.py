@@ -63,7 +63,6 @@ def _e23():
     return f"Requires-Python of the installed versions: {req}; Python 3.8 satisfies them: {ok38}"
 
 
-
 _DOC02_MAIN = '''epochs = 5
 batch_size = 8
 
@@ -186,7 +185,6 @@ def _e37():
     assert abs(f1 - hm(pr, r)) < 1e-9 and abs(f1 - hm(a, r)) > 0.1
     return (f"accuracy {a:.2f}, precision {pr:.2f}, recall {r:.2f}: sklearn F1 {f1:.3f} = hmean(precision, "
             f"recall) {hm(pr, r):.3f}; hmean(accuracy, recall) would be {hm(a, r):.3f}")
-
 
 
 @erratum("E44")

@@ -42,7 +42,6 @@ def _e24():
     return f"non-Chinese characters in 零샷/少샷: {sorted(names)} (Korean 'shot'); Chinese: 零样本/少样本"
 
 
-
 @erratum("E31")
 def _e31():
     with seeded(0):
@@ -88,11 +87,9 @@ def _e34():
             f"right context) and GPT's by {dg:.1f}; BertConfig.is_decoder={bert.config.is_decoder}")
 
 
-
 @erratum("E36")
 def _e36():
-    ulm = arxiv_month(ARXIV["ULMFiT (Howard & Ruder)"])
-    bert = arxiv_month(ARXIV["BERT (Devlin et al.)"])
+    ulm, bert = (arxiv_month(ARXIV[paper]) for paper in ("ULMFiT (Howard & Ruder)", "BERT (Devlin et al.)"))
     assert ulm < bert
     return f"ULMFiT: arXiv 1801.06146 = {ulm}; BERT: arXiv 1810.04805 = {bert} (later)"
 

@@ -1,0 +1,81 @@
+"""`python -m gptbook pretrain`: pre-train the book's GPT outside a notebook, in one process or
+data-parallel on several (the same loop, `gptbook.train.train`):
+
+    python -m gptbook pretrain --profile quick
+    torchrun --standalone --nproc_per_node 2 -m gptbook pretrain --profile full      # 2 GPUs (or CPU workers)
+
+The result goes where chapters 03-05 look for it (the model cache, under the profile's key) unless
+--out names a file. Under torchrun every worker trains on its share of each global batch; only
+rank 0 writes the checkpoint and prints. On GPUs each worker takes the GPU of its LOCAL_RANK
+(backend nccl); on CPU the workers talk over gloo.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+
+def _setting(text: str):
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    try:
+        return name, json.loads(value)
+    except json.JSONDecodeError:
+        return name, value
+
+
+def parse(argv=None):
+    from ..config import PROFILES, Profile
+    ap = argparse.ArgumentParser(prog="python -m gptbook pretrain", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--profile", default="quick", choices=sorted(PROFILES))
+    ap.add_argument("--seed", type=int, default=None, help="default: $GPTBOOK_SEED, else 1337")
+    ap.add_argument("--set", dest="settings", type=_setting, action="append", default=[], metavar="NAME=VALUE",
+                    help="change a profile setting, e.g. --set max_steps=2000 (repeatable)")
+    ap.add_argument("--out", type=Path, default=None, help="checkpoint file (default: the model cache)")
+    args = ap.parse_args(argv)
+    known = {f.name for f in fields(Profile)}
+    bad = sorted({n for n, _ in args.settings} - known)
+    if bad:
+        ap.error(f"unknown setting(s) {bad}; valid: {', '.join(sorted(known))}")
+    return args
+
+
+def main(argv=None):
+    args = parse(argv)
+    import torch
+    import torch.distributed as dist
+
+    from .. import config, train
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:                                   # launched by torchrun
+        cuda = torch.cuda.is_available()
+        if cuda:
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group("nccl" if cuda else "gloo")
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    try:
+        cfg = config.setup(args.profile, seed=args.seed, **dict(args.settings))
+        if rank == 0:                               # the tokenizer is trained and cached once, by rank 0
+            from ..tokenizer import book_tokenizer
+            book_tokenizer(cfg.vocab_size, cfg.corpus_chars)
+        if dist.is_initialized():
+            dist.barrier()
+        model, _, hist = train.pretrain(cfg, progress=rank == 0)
+        if rank == 0:
+            path = args.out or train.model_path(train.pretrained_key(cfg))
+            train.save_checkpoint(model, path, {"history": hist.to_dict()})
+            print(f"{train.distributed()[1]} worker(s), {len(hist.steps)} steps in {hist.seconds:.0f} s: "
+                  f"final validation loss {hist.final_val_loss:.3f} nats/token; saved {path}")
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
