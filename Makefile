@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE ?= 1
 # stored notebook outputs are made and checked without progress bars (gptbook.config.progress_enabled)
 NBENV := GPTBOOK_NO_PROGRESS=1 GPTBOOK_INTERACTIVE=0
 
-.PHONY: book setup data lint test unit nbval lab exercises refresh reference bench load-bench clean doctor lock
+.PHONY: book setup data lint test unit nbval lab exercises refresh reference bench load-bench gpu-smoke clean doctor lock
 
 book: setup
 	$(PY) -m gptbook run --profile $(PROFILE) --output-dir build
@@ -66,6 +66,11 @@ doctor: setup
 
 bench: setup
 	$(PY) benchmarks/run_all.py
+
+# one GPU, under 8 minutes: full-profile training tokens/s and MFU, cached generation, peak memory,
+# chapter 02 in the full profile (benchmarks/gpu_smoke.py; without CUDA it exits 2 with one line)
+gpu-smoke: setup
+	$(NBENV) $(PY) benchmarks/gpu_smoke.py
 
 # the HTTP server under ApacheBench (needs ab: apt-get install apache2-utils); not part of `make bench`
 load-bench: setup

@@ -53,11 +53,16 @@ def plot_attention(att, tokens=None, title: str = "Attention weights", ax=None):
     return fig
 
 
-def plot_curves(xs, curves: dict, xlabel: str, ylabel: str, title: str = "", logx=False, ax=None):
-    """Several named y-series over the same x values (sweeps, latency vs length, ...)."""
+def plot_curves(xs, curves: dict, xlabel: str, ylabel: str, title: str = "", logx=False, ax=None,
+                errors: dict = None):
+    """Several named y-series over the same x values (sweeps, latency vs length, ...); `errors`
+    {name: half-widths} draws error bars (e.g. two standard errors over seeds)."""
     fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(6, 3.5))
     for name, ys in curves.items():
-        ax.plot(xs, ys, "o-", label=name)
+        if errors and name in errors:
+            ax.errorbar(xs, ys, yerr=errors[name], fmt="o-", capsize=3, label=name)
+        else:
+            ax.plot(xs, ys, "o-", label=name)
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
     if logx:
         ax.set_xscale("log")

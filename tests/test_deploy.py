@@ -244,7 +244,8 @@ def test_onnx_int8_is_smaller_close_and_its_head_is_int8(exported):
     graph = onnx_pkg.load(str(int8)).graph
     floats = [i for i in graph.initializer if i.data_type == onnx_pkg.TensorProto.FLOAT and len(i.dims) == 2]
     assert not floats                                                  # no fp32 matrix left (one int8 table)
-    assert onnx.file_bytes(int8) < onnx.file_bytes(fp32) / 2.5
+    assert onnx.weight_bytes(int8) < onnx.weight_bytes(fp32) / 3     # (the graph itself is not small here)
+    assert onnx.file_bytes(int8) < onnx.file_bytes(fp32) / 2
     q = onnx.OnnxGPT(int8, model.config, name="onnx-int8")
     x = torch.randint(0, 64, (4, 16))
     with torch.no_grad():

@@ -178,3 +178,37 @@ def test_chapters_readme_lists_the_errata_each_chapter_shows():
                 f"{name}: README says {count.group(1)} errata, the notebook shows {len(shown)}"
         else:
             assert listed == shown, f"{name}: README lists {sorted(listed)}, the notebook shows {sorted(shown)}"
+
+
+def _doc_raw(doc: str) -> str:
+    files = sorted(SEEDS.glob(f"{doc}_*.txt"))
+    if not files:
+        pytest.skip(f"documents not found in {SEEDS} (set GPTBOOK_SEEDS)")
+    return files[0].read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("doc", sorted(errata.DOCS))
+def test_sections_read_are_headings_of_the_document_in_order(doc):
+    record = registry.sections_read()[doc]
+    heads = registry.numbered_headings(_doc_raw(doc))
+    listed = record["sections"]
+    assert listed and all(h in heads for h in listed), [h for h in listed if h not in heads]
+    assert [heads.index(h) for h in listed] == sorted(heads.index(h) for h in listed), "out of document order"
+    assert len(set(listed)) == len(listed) and str(record["read"])[:2] == "20"
+
+
+def test_sections_read_table_counts_every_erratum_and_refuses_unread_sections(monkeypatch):
+    assert registry.numbered_headings("## 1. 背景介绍\n#### 优点\n# 定义模型\n###  7.2 开发工具推荐\n") == \
+        ["§1 背景介绍", "§7.2 开发工具推荐"]
+    assert registry.section_refs("003", "§5.2 (also 000 §5.2, 002 §7.3)") == \
+        [("003", "5.2"), ("000", "5.2"), ("002", "7.3")]
+    assert registry.section_refs("000", "§5.1 (same in 002, 003)") == [("000", "5.1"), ("002", "5.1"), ("003", "5.1")]
+    assert registry.section_refs("004", "§9 Q1") == [("004", "9")]
+    md = errata.index_markdown()
+    table = md.split("## Sections read", 1)[1].split("## Withdrawn", 1)[0]
+    for e in errata.REGISTRY.values():
+        assert e.id in table, f"{e.id} is counted under no section read"
+    e = errata.REGISTRY["E10"]
+    monkeypatch.setitem(errata.REGISTRY, "E10", e.__class__(**{**e.__dict__, "section": "§42.1"}))
+    with pytest.raises(ValueError, match=r"E10 \(002 §42\.1\)"):
+        errata.index_markdown()

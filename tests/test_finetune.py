@@ -257,3 +257,20 @@ def test_dialogue_model_is_fine_tuned_once_then_loaded(monkeypatch, tmp_path):
     torch.manual_seed(0)
     start = GPT(cfg.model_config())                               # the 'pre-trained' weights it started from
     assert any(not torch.equal(p, q) for p, q in zip(start.parameters(), again.parameters()))
+
+
+def test_entity_spans_and_dictionary_baseline():
+    from gptbook.finetune.tasks import dictionary_tagger, entity_spans, ner_scores
+    assert entity_spans(["B-PER", "I-PER", "O", "B-LOC", "B-LOC", "I-ORG"]) == [(0, 2, "PER"), (3, 4, "LOC"),
+                                                                             (4, 5, "LOC"), (5, 6, "ORG")]
+    train = [(list("王小明在北京"), ["B-PER", "I-PER", "I-PER", "O", "B-LOC", "I-LOC"]),
+             (list("北京大学"), ["B-ORG", "I-ORG", "I-ORG", "I-ORG"])]
+    tag = dictionary_tagger(train)
+    # the longest known string wins ("北京大学" is an ORG, not "北京" + 2 characters)
+    assert tag(list("我去北京大学见王小明")) == ["O", "O", "B-ORG", "I-ORG", "I-ORG", "I-ORG", "O",
+                                          "B-PER", "I-PER", "I-PER"]
+    gold = [["B-PER", "I-PER", "O"], ["O", "B-LOC"]]
+    all_o = [["O"] * len(g) for g in gold]
+    assert ner_scores(gold, gold) == {"entity_f1": 1.0, "token_accuracy": 1.0}
+    s = ner_scores(gold, all_o)
+    assert s["entity_f1"] == 0.0 and s["token_accuracy"] == 2 / 5     # O everywhere: no entity, 40 % "accuracy"

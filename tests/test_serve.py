@@ -552,3 +552,69 @@ def test_fuzzed_bodies_and_headers_never_get_a_5xx(chat_model):
     codes = {smp.labels["code"] for fam in app.state.registry.collect() if fam.name == "gptbook_http_errors"
              for smp in fam.samples if "code" in smp.labels}
     assert not any(code.startswith("5") for code in codes), codes
+
+
+# ------------------------------------------------------------------ the same service on every backend
+
+@pytest.fixture(scope="module", params=[
+    "torch", pytest.param("onnx", marks=pytest.mark.slow), pytest.param("onnx-int8", marks=pytest.mark.slow)])
+def backend_model(request, tmp_path_factory):
+    """(the model a backend serves, the PyTorch model it came from: tiny_model's weights)."""
+    from gptbook.deploy import onnx
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=64, block_size=16, n_layer=2, n_head=2, n_embd=32)).eval()
+    return onnx.backend(model, request.param, tmp_path_factory.mktemp(request.param)), model
+
+
+def test_every_backend_answers_with_its_own_generate(backend_model):
+    served, torch_model = backend_model
+    tok = CharTokenizer()
+    app = serve.create_app(served, tok, SETTINGS)
+    with TestClient(app) as c:
+        r = post(c, {"prompt": "hi there", "max_new_tokens": 5})
+        assert r.status_code == 200, r.text
+        ids = torch.tensor([tok.encode("hi there").ids])
+        ref = generate(served, ids, 5, temperature=0.0, eos_token_id=0)[0, 8:].tolist()
+        n = r.json()["completion_tokens"]
+        assert r.json()["text"] == tok.decode(ref[:n])
+        if getattr(served, "name", "torch") in ("torch", "onnx"):   # fp32: PyTorch's very tokens
+            assert ref == generate(torch_model, ids, 5, temperature=0.0, eos_token_id=0)[0, 8:].tolist()
+        health = c.get("/healthz").json()
+        assert health["backend"] == getattr(served, "name", "torch")
+        assert health["parameters"] == torch_model.num_params()
+        # the same validation and limits, whatever runs the model
+        assert post(c, {"prompt": "123456789"}).status_code == 413
+        assert post(c, {"prompt": "a", "max_new_tokens": 9}).status_code == 422
+        assert post(c, {"prompt": "a", "temperature": -1}).status_code == 422
+        r = c.post("/v1/completions", json={"prompt": "abc", "max_tokens": 4, "temperature": 0})
+        assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] >= 1
+        body = {"prompt": "abc", "max_new_tokens": 8, "temperature": 1.0, "top_k": 10, "seed": 7}
+        assert post(c, body).json()["text"] == post(c, body).json()["text"]
+        # and the same metrics
+        ok = serve.metric_value(app, "gptbook_http_requests_total", {"route": "/v1/generate", "code": "200"})
+        assert ok == 3 and serve.metric_value(app, "gptbook_http_errors_total", {"code": "422"}) == 2
+        assert serve.metric_value(app, "gptbook_in_flight") == 0
+
+
+def test_every_backend_times_out_with_504(backend_model):
+    served, _ = backend_model
+    s = serve.ServeSettings(**{**SETTINGS.__dict__, "timeout_s": 0.3, "max_concurrency": 1})
+    handle = served.register_forward_pre_hook(lambda m, a: time.sleep(0.1))
+    try:
+        app = serve.create_app(served, CharTokenizer(), s)
+        with TestClient(app) as c:
+            r = post(c, {"prompt": "a", "max_new_tokens": 8})
+            assert r.status_code == 504 and "longer than 0.3 s" in r.json()["detail"]
+            time.sleep(0.3)   # the worker stops at its next forward pass and frees the only slot
+            assert post(c, {"prompt": "a", "max_new_tokens": 1}).status_code == 200
+            assert serve.metric_value(app, "gptbook_http_errors_total", {"code": "504"}) == 1
+    finally:
+        handle.remove()
+    assert len(served._forward_pre_hooks) == 0     # the deadline check is gone too
+
+
+def test_the_cli_names_the_backends(capsys):
+    with pytest.raises(SystemExit) as e:
+        serve.main(["--backend", "tensorrt"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "invalid choice: 'tensorrt'" in err and "onnx-int8" in err

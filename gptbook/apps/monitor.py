@@ -16,7 +16,7 @@ import torch
 class Stream:
     texts: List[str]
     labels: List[int]                    # gold sentiment of each text (0 neg, 1 neu, 2 pos)
-    segments: List[Tuple[int, int]]      # injected shifts [start, end): the ground truth to detect
+    segments: List[Tuple[int, int]]      # injected surges [start, end): the ground truth to detect
 
     @property
     def injected(self) -> torch.Tensor:
@@ -228,7 +228,8 @@ def gpt_classifier(cfg, texts: Sequence[str], labels: Sequence[int], num_labels:
         hist = tasks.train_head(model, tasks.encode(tok, texts, cfg.block_size), [int(y) for y in labels],
                                 cfg, pad_id, steps=steps, progress=progress)
         return model.cpu(), {"history": hist.to_dict()}
-    model, extra = cached_model(path, build, "the in-domain GPT classifier", into=model)
+    model, extra = cached_model(path, build, "the in-domain GPT classifier", into=model,
+                                rebuild="the next run of chapter 04 fine-tunes it again")
     return model, tok, History(**extra["history"])
 
 

@@ -225,6 +225,13 @@ def weight_bytes(path) -> int:
     return sum(numpy_helper.to_array(t).nbytes for t in graph.initializer)
 
 
+def op_counts(path) -> dict:
+    """{operator type: how many nodes} of an ONNX file's graph (what an export or a quantiser made)."""
+    import onnx as onnx_pkg
+    from collections import Counter
+    return dict(Counter(n.op_type for n in onnx_pkg.load(str(path), load_external_data=False).graph.node))
+
+
 def file_bytes(path) -> int:
     """Size of the ONNX file(s) on disk: the model file plus an external `.data` file if any."""
     path = Path(path)

@@ -12,7 +12,8 @@ the `erratum` decorator), `helpers` (what demos share), `display` (callout, tabl
 the demos, one module per kind: `model` (architecture, math), `tuning` (the seed map's code
 errata), `facts` (facts, history, objectives), `code` (further code, metrics, training advice).
 Texts (claim, truth, where) live in errata.toml; importing the package registers every demo. Claims may
-join excerpts with " … "; each excerpt is verbatim.
+join excerpts with " … "; each excerpt is verbatim. sections_read.toml records which sections of each
+document were read for errata, and when (ERRATA.md's "Sections read" table).
 """
 from .display import callout, index_markdown, markdown, table
 from .registry import DOCS, REGISTRY, Erratum, demonstrate, get

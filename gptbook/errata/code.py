@@ -8,7 +8,7 @@ import math
 
 import torch
 
-from .helpers import error_of, quiet, seeded, tiny_forward, tiny_gpt, tiny_hf_config
+from .helpers import error_of, quiet, seeded, small, tiny_forward, tiny_gpt, tiny_hf_config
 from .registry import erratum
 
 
@@ -223,3 +223,104 @@ def _e46():
             f"tensors, one fine-tuning step on the same text changes {finetuned}. Wei et al. (arXiv "
             f"2201.11903, 2022-01) introduce it as prompting; chapter 04 §4 measures it without training")
 
+
+
+@erratum("E47")
+def _e47():
+    from sklearn.metrics import precision_recall_fscore_support as prfs
+    rows = _TABLE02.values()
+    n = sum(r[3] for r in rows)
+    weighted = [sum(r[i] * r[3] for r in rows) / n for i in range(3)]   # support-weighted mean of each column
+    micro_recall = sum(r[1] * r[3] for r in rows) / n                   # sum of true positives / tokens
+    predicted = sum(r[1] * r[3] / r[0] for r in rows)                   # true positives / precision, per tag
+    with seeded(0):                                                     # sklearn's formulas, on a random tagging
+        y = torch.randint(0, 9, (300,))
+        y_hat = torch.where(torch.rand(300) < 0.8, y, torch.randint(0, 9, (300,)))
+    p, r, _, s = prfs(y, y_hat, labels=list(range(9)), zero_division=0)
+    ok = (abs(prfs(y, y_hat, average="weighted")[1] - (r * s).sum() / s.sum()) < 1e-12
+          and abs(prfs(y, y_hat, average="micro")[1] - (r * s).sum() / s.sum()) < 1e-12
+          and round(float((r * s / p).sum())) == len(y))
+    # rounding the rows to 3 digits moves these sums by 0.0005 at most; the gap is over ten times that
+    assert ok and n == 46435 and min(weighted[2], micro_recall) - 0.973 > 0.005 and n - predicted > 50
+    return (f"from the table's own rows: weighted avg P {weighted[0]:.3f} R {weighted[1]:.3f} F1 "
+            f"{weighted[2]:.3f} (printed 0.973 0.973 0.973); micro recall = sum(recall x support) / {n} = "
+            f"{micro_recall:.3f} (printed 0.973); the rows imply {predicted:,.0f} predicted tags for {n:,} "
+            f"tokens. sklearn obeys these formulas on a random tagging, with {round(float((r * s / p).sum()))} "
+            f"tags predicted for {len(y)} tokens")
+
+
+@erratum("E48")
+def _e48():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    def step(m, x):
+        """Forward and backward on x (next-token loss); returns (FLOPs, gradients)."""
+        m.zero_grad()
+        with FlopCounterMode(display=False) as fc:
+            m(x[:, :-1], targets=x[:, 1:]).loss.backward()
+        return fc.get_total_flops(), [p.grad.clone() for p in m.parameters()]
+
+    k = 4
+    with seeded(0):
+        m = tiny_gpt()
+        x = torch.randint(0, 64, (8, 17))                                  # one batch of 8 sequences
+        one, g_one = step(m, x)
+        workers = [step(m, shard) for shard in x.chunk(k)]                 # k data-parallel workers
+    total = sum(f for f, _ in workers)
+    g_avg = [torch.stack(gs).mean(0) for gs in zip(*(g for _, g in workers))]   # the all-reduce
+    diff = max((a - b).abs().max().item() for a, b in zip(g_avg, g_one))
+    assert total == one and diff < 1e-5
+    return (f"one device, batch 8: {one:,} FLOPs forward+backward; {k} data-parallel workers, 2 sequences "
+            f"each: {k} x {workers[0][0]:,} = {total:,} FLOPs (ratio {total / one:.3f}), and their averaged "
+            f"gradient equals the one-device gradient (max diff {small(diff)}): the same work split {k} ways, "
+            f"faster on the clock, not cheaper")
+
+
+@erratum("E51")
+def _e51():
+    from transformers import GPT2ForSequenceClassification, GPT2Model
+    with seeded(0), quiet():
+        clf = GPT2ForSequenceClassification(tiny_hf_config(num_labels=3, pad_token_id=0)).eval()
+        gpt2 = GPT2Model(tiny_hf_config())
+        x = torch.tensor([[5, 6, 7, 0, 0]])                               # three tokens, then two pads
+        with torch.no_grad():
+            logits = clf(x).logits[0]
+            pooled = clf.score(clf.transformer(x).last_hidden_state[0, 2])  # the last real token
+    ours = {n.removeprefix("transformer."): tuple(p.shape) for n, p in clf.named_parameters()}
+    base = {n: tuple(p.shape) for n, p in gpt2.named_parameters()}
+    extra = {n: s for n, s in ours.items() if n not in base}
+    same = all(ours.get(n) == s for n, s in base.items())
+    diff = (logits - pooled).abs().max().item()
+    assert same and list(extra) == ["score.weight"] and clf.score.bias is None and diff < 1e-5
+    return (f"GPT2ForSequenceClassification(num_labels=3) holds GPT2Model's {len(base)} parameter tensors "
+            f"with the same shapes (wte {base['wte.weight']}, wpe {base['wpe.weight']}) plus {extra}; the "
+            f"logits of [5, 6, 7, pad, pad] are score(hidden state of token 3) (max diff {small(diff)})")
+
+
+@erratum("E52")
+def _e52():
+    import copy
+
+    with seeded(0):
+        m = tiny_gpt().train()
+        x = torch.randint(0, 64, (2, 9))
+        opt = torch.optim.Adam(m.parameters(), lr=1e-3)                   # the document's optimizer
+
+        def step(model, optimizer):
+            model(x[:, :-1], targets=x[:, 1:]).loss.backward()
+            optimizer.step()
+
+        step(m, opt)
+        opt.zero_grad()                                                    # "将优化器状态重置为零"
+        params = list(m.parameters())
+        no_grad = sum(p.grad is None for p in params)
+        kept = sum(float(opt.state[p]["step"]) == 1 and opt.state[p]["exp_avg"].abs().max() > 0 for p in params)
+        fresh = copy.deepcopy(m)                                           # same weights, Adam state really reset
+        fresh_opt = torch.optim.Adam(fresh.parameters(), lr=1e-3)
+        step(m, opt)
+        step(fresh, fresh_opt)
+    diff = max((a - b).abs().max().item() for a, b in zip(m.parameters(), fresh.parameters()))
+    assert no_grad == kept == len(params) and diff > 1e-5
+    return (f"after one Adam step and opt.zero_grad(): .grad is None on {no_grad}/{len(params)} parameter "
+            f"tensors, while Adam's state still holds step 1 and a non-zero exp_avg on {kept}/{len(params)}; "
+            f"the next update with that state differs from one with the state reset by up to {diff:.1e}")

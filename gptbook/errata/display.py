@@ -5,7 +5,7 @@ import re
 
 from ..config import CHAPTERS
 from ..viz import show
-from .registry import DOCS, REGISTRY, _order, demonstrate, get, withdrawn
+from .registry import DOCS, REGISTRY, _order, demonstrate, get, section_refs, sections_read, withdrawn
 
 
 def _code(evidence: str) -> str:
@@ -56,6 +56,7 @@ def index_markdown() -> str:
         truth = e.truth.replace("|", "\\|").replace("\n", " ")
         link = f"[{e.chapter}](chapters/{CHAPTERS.get(e.chapter, e.chapter)}.ipynb)"
         lines.append(f"| {e.id} | {e.doc} {DOCS.get(e.doc, '')} | {e.section} | {link} | {claim} | {truth} |")
+    lines += ["", sections_markdown().rstrip("\n")]
     gone = withdrawn()
     if gone:
         lines += ["", "## Withdrawn on review", "",
@@ -67,3 +68,49 @@ def index_markdown() -> str:
                           t["withdrawn"].replace("|", "\\|").replace("\n", " "))
             lines.append(f"| {id} | {t['doc']} {DOCS.get(t['doc'], '')} | {t['section']} | {claim} | {why} |")
     return "\n".join(lines) + "\n"
+
+
+def sections_markdown() -> str:
+    """The "Sections read" part of ERRATA.md: for each document (read on the date sections_read.toml
+    records) and each top-level section, the errata it holds and its subsections with theirs. An
+    erratum counts under every section its `section` field names, other documents' included ('also',
+    'same in'). Raises ValueError when an erratum names a section the record does not list as read."""
+    record = sections_read()
+    missing = [d for d in DOCS if d not in record]
+    if missing:
+        raise ValueError(f"gptbook/errata/sections_read.toml has no entry for document(s) {missing}")
+    where: dict = {}                                  # (doc, section number) -> erratum ids
+    for e in sorted(REGISTRY.values(), key=lambda e: _order(e.id)):
+        for ref in section_refs(e.doc, e.section):
+            where.setdefault(ref, []).append(e.id)
+    listed = {(d, h.split()[0][1:]) for d in DOCS for h in record[d]["sections"]}
+    unread = sorted(f"{id} ({d} §{n})" for (d, n), ids in where.items() if (d, n) not in listed for id in ids)
+    if unread:
+        raise ValueError("errata name sections that gptbook/errata/sections_read.toml does not list as read: "
+                         + ", ".join(unread))
+    ids = lambda found: ", ".join(dict.fromkeys(sorted(found, key=_order))) or "–"  # noqa: E731
+    lines = ["## Sections read", "",
+             "Each document was read section by section for claims that are wrong (the record, with the date "
+             "of reading, is `gptbook/errata/sections_read.toml`). An erratum counts under every section its "
+             "`section` names, other documents' sections included ('also ...', 'same in ...'); withdrawn "
+             "errata do not count.", "",
+             "| document | read | section | errata in it | its subsections (errata) |", "|---|---|---|---|---|"]
+    notes = []
+    for doc in DOCS:
+        rec, first = record[doc], True
+        heads = [(h.split()[0][1:], h) for h in rec["sections"]]
+        for num, head in heads:
+            if "." in num:
+                continue
+            subs = [(n, h) for n, h in heads if n.startswith(num + ".")]
+            found = [id for n, h in [(num, head)] + subs for id in where.get((doc, n), [])]
+            count = len(set(found))
+            cell = f"{count}: {ids(found)}" if count else "0"
+            sub = " · ".join(f"{h} ({ids(where.get((doc, n), []))})" for n, h in subs) or "–"
+            name = f"{doc} {DOCS[doc]}" if first else ""
+            date = str(rec["read"]) if first else ""
+            lines.append(f"| {name} | {date} | {head} | {cell} | {sub.replace('|', chr(92) + '|')} |")
+            first = False
+        if rec.get("note"):
+            notes.append(f"Document {doc}: {rec['note']}.")
+    return "\n".join(lines + ([""] + notes if notes else [])) + "\n"

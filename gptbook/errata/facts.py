@@ -1,7 +1,9 @@
 """Further errata found by reading the documents: objectives, formulas, facts and history
-(chapters 01, 02, 04, 05), each demonstrated by code. Registered into `gptbook.errata.REGISTRY`.
+(chapters 01 to 05), each demonstrated by code. Registered into `gptbook.errata.REGISTRY`.
 """
 from __future__ import annotations
+
+import re
 
 import torch
 import torch.nn.functional as F
@@ -13,7 +15,8 @@ from ..model import PUBLISHED, count_params
 # arXiv identifiers encode the month of first submission (YYMM.NNNNN)
 ARXIV = {"Transformer (Vaswani et al.)": "1706.03762", "ULMFiT (Howard & Ruder)": "1801.06146",
          "BERT (Devlin et al.)": "1810.04805", "GPT-3 (Brown et al.)": "2005.14165",
-         "COCO (Lin et al., Microsoft)": "1405.0312"}
+         "COCO (Lin et al., Microsoft)": "1405.0312", "LoRA (Hu et al.)": "2106.09685",
+         "AdaLoRA (Zhang et al.)": "2303.10512"}
 
 
 def arxiv_month(arxiv_id: str) -> str:
@@ -165,3 +168,55 @@ def _e45():
     assert coco < openai and imagenet < openai
     return (f"COCO: arXiv {ARXIV['COCO (Lin et al., Microsoft)']} = {coco}; ImageNet: CVPR {imagenet[:4]}; "
             f"OpenAI founded {openai}: both datasets are older than OpenAI, and both are images, not text")
+
+
+@erratum("E49")
+def _e49():
+    from peft import AdaLoraConfig, get_peft_model
+    from transformers import GPT2LMHeadModel
+
+    from .helpers import tiny_hf_config
+    init_r, target_r, steps = 4, 2, 12
+    with seeded(0), quiet():
+        base = GPT2LMHeadModel(tiny_hf_config(n_layer=2, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0))
+        cfg = AdaLoraConfig(task_type="CAUSAL_LM", target_modules=["c_attn", "c_fc"], init_r=init_r,
+                            target_r=target_r, tinit=2, tfinal=2, deltaT=1, total_step=steps, lora_alpha=8)
+        m = get_peft_model(base, cfg)
+        opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-2)
+        for step in range(steps):
+            x = torch.randint(0, 64, (4, 16))
+            m(input_ids=x, labels=x).loss.backward()
+            m.base_model.update_and_allocate(step)       # AdaLoRA's budget allocation, after backward
+            opt.step()
+            opt.zero_grad()
+    pattern = m.peft_config["default"].rank_pattern      # per matrix: which singular values survive
+    ranks = {re.sub(r".*h\.(\d+)\.\w+\.(\w+)\.lora_E.*", r"h.\1.\2", k): sum(v) for k, v in pattern.items()}
+    shapes = {n.split(".lora_")[1].split(".")[0]: tuple(p.shape) for n, p in m.named_parameters()
+              if "h.0.attn.c_attn.lora_" in n}
+    budget = target_r * len(ranks)
+    assert sum(ranks.values()) == budget and len(set(ranks.values())) > 1 and len(shapes) == 3
+    return (f"peft's AdaLoRA (arXiv {ARXIV['AdaLoRA (Zhang et al.)']} = "
+            f"{arxiv_month(ARXIV['AdaLoRA (Zhang et al.)'])}) on a tiny GPT-2: each update is P Λ Q "
+            f"(A {shapes['A']}, singular values E {shapes['E']}, B {shapes['B']}); after {steps} steps the "
+            f"budget of {target_r} x {len(ranks)} = {budget} singular values is shared unequally between "
+            f"the matrices (which gets how many depends on float rounding, so it is not printed), not "
+            f"{target_r} each")
+
+
+@erratum("E50")
+def _e50():
+    from transformers import OpenAIGPTConfig, OpenAIGPTDoubleHeadsModel
+    with seeded(0), quiet():
+        m = OpenAIGPTDoubleHeadsModel(OpenAIGPTConfig(vocab_size=64, n_positions=16, n_embd=16, n_layer=1,
+                                                      n_head=2)).eval()
+        x = torch.randint(0, 64, (1, 2, 6))              # one question, two candidate answers
+        last = torch.tensor([[5, 5]])                     # the task head reads each candidate's last token
+        with torch.no_grad():
+            out = m(x, mc_token_ids=last, labels=x, mc_labels=torch.tensor([1]))
+    assert out.mc_logits.shape == (1, 2) and out.loss is not None and out.mc_loss is not None
+    return (f"transformers' GPT-1 (model type '{m.config.model_type}'), OpenAIGPTDoubleHeadsModel, is the "
+            f"paper's fine-tuning set-up: the LM head (logits {tuple(out.logits.shape)}) and a task head "
+            f"scoring each candidate answer (mc_logits {tuple(out.mc_logits.shape)}), trained together "
+            f"(LM loss {out.loss.item():.2f}, task loss {out.mc_loss.item():.2f}): a model fine-tuned for "
+            f"understanding tasks, as its title 'Improving Language Understanding by Generative "
+            f"Pre-Training' says")

@@ -3,6 +3,7 @@ Demo modules register with the `erratum` decorator; they import this module, nev
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass
 from typing import Callable
 
@@ -76,3 +77,37 @@ def _order(id: str):
 def demonstrate(id: str) -> str:
     """Run the demonstration; returns its evidence (raises AssertionError if it no longer holds)."""
     return get(id).demo()
+
+
+@functools.lru_cache(maxsize=1)
+def sections_read() -> dict:
+    """sections_read.toml: per document, the date it was read for errata and the numbered headings read
+    ("§3.2 算法步骤详解"), as the documents write them."""
+    from ..data import package_toml
+    return package_toml(__package__, "sections_read.toml")
+
+
+_HEADING = re.compile(r"^#{2,4}\s+(\d+(?:\.\d+)*)\.?\s+(\S.*?)\s*$")
+
+
+def numbered_headings(text: str) -> list:
+    """A document's numbered headings in order, written as sections_read.toml writes them:
+    '## 1. 背景介绍' -> '§1 背景介绍', '#### 3.2.1 预训练' -> '§3.2.1 预训练'. Unnumbered headings
+    ('#### 优点') and code comments ('# 定义模型') are not sections."""
+    return [f"§{m.group(1)} {m.group(2)}" for line in text.splitlines() if (m := _HEADING.match(line))]
+
+
+def section_refs(doc: str, section: str) -> list:
+    """The (document, section number) pairs an erratum's `section` field names: '§1.2, §3.2.1' -> its
+    own document's 1.2 and 3.2.1; '§9 Q5' -> 9; '(also 000 §5.2, 002 §7.3)' -> those documents' sections;
+    '(same in 002, 003)' -> its own sections in those documents too."""
+    own, _, extra = section.partition("(")
+    nums = re.findall(r"§(\d+(?:\.\d+)*)", own)
+    refs = [(doc, n) for n in nums]
+    refs += re.findall(r"\b(\d{3}) §(\d+(?:\.\d+)*)", extra)
+    same = re.search(r"same in ([\d, ]+)", extra)
+    if same:
+        refs += [(d, n) for d in re.findall(r"\d{3}", same.group(1)) for n in nums]
+    if not nums:
+        raise ValueError(f"section {section!r} names no section (write it as §<number>)")
+    return list(dict.fromkeys(refs))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 import re
 from collections import Counter
-from typing import List, NamedTuple, Optional, Sequence
+from typing import Callable, List, NamedTuple, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -420,3 +420,53 @@ def sentiment_classifier(cfg: Profile, progress: bool = True, retrain: bool = Fa
                                 rebuild="the next run that needs it fine-tunes it again")
     model.history = History(**extra["history"])
     return model, tok, SENTIMENT_LABELS
+
+
+# ---------------------------------------------------------------- NER baselines
+
+def entity_spans(tags: Sequence[str]) -> list:
+    """BIO tags -> [(start, end, type)] with end exclusive; an I- without its B- starts an entity (as seqeval)."""
+    spans, start, typ = [], None, None
+    for i, t in enumerate(list(tags) + ["O"]):
+        inside = t.startswith("I-") and typ == t[2:]
+        if start is not None and not inside:
+            spans.append((start, i, typ))
+            start, typ = None, None
+        if t.startswith("B-") or (t.startswith("I-") and start is None):
+            start, typ = i, t[2:]
+    return spans
+
+
+def dictionary_tagger(train_sents: Sequence) -> Callable:
+    """The simplest NER that uses the training labels: remember every entity string seen in training
+    with its most frequent type, then tag a sentence by greedy longest match, left to right.
+    train_sents: [(chars, tags)]. Returns tag(chars) -> BIO tags."""
+    from collections import Counter, defaultdict
+    seen = defaultdict(Counter)
+    for chars, tags in train_sents:
+        for s, e, typ in entity_spans(tags):
+            seen["".join(chars[s:e])][typ] += 1
+    types = {name: c.most_common(1)[0][0] for name, c in seen.items()}
+    longest = max(map(len, types), default=0)
+
+    def tag(chars):
+        text, out, i = "".join(chars), ["O"] * len(chars), 0
+        while i < len(chars):
+            for n in range(min(longest, len(chars) - i), 0, -1):
+                typ = types.get(text[i:i + n])
+                if typ:
+                    out[i:i + n] = [f"B-{typ}"] + [f"I-{typ}"] * (n - 1)
+                    i += n
+                    break
+            else:
+                i += 1
+        return out
+    return tag
+
+
+def ner_scores(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> dict:
+    """Entity-level micro-F1 (seqeval, CoNLL's score) and the documents' per-character accuracy with O."""
+    from seqeval.metrics import f1_score
+    token = sum(g == p for gs, ps in zip(gold, pred) for g, p in zip(gs, ps)) / max(1, sum(map(len, gold)))
+    return {"entity_f1": float(f1_score(list(map(list, gold)), list(map(list, pred)), zero_division=0)),
+            "token_accuracy": token}

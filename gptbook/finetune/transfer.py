@@ -1,0 +1,64 @@
+"""Does pre-training help? Chapter 03 measures it the plainest way: freeze a model, take the mean of
+its last hidden states over each text as features, and fit a logistic regression on a growing number
+of labelled examples ("a linear probe"). The same probe on a randomly initialised copy of the same
+architecture is the control: whatever the pre-trained features add over it is what pre-training
+taught. Several seeds (different labelled subsets) give error bars."""
+from __future__ import annotations
+
+import math
+from typing import Dict, Optional, Sequence
+
+import numpy as np
+import torch
+
+from ..generate import pad
+
+
+@torch.no_grad()
+def pooled_features(model, seqs: Sequence[Sequence[int]], pad_id: int, batch_size: int = 128) -> np.ndarray:
+    """(N, C): the mean of the model's final hidden states over each sequence's real tokens."""
+    device = next(model.parameters()).device
+    model.eval()
+    out = []
+    for i in range(0, len(seqs), batch_size):
+        x, mask = pad(seqs[i:i + batch_size], pad_id, side="right")
+        h = model(x.to(device), attention_mask=mask.to(device)).hidden_states.float()
+        m = mask.to(device).unsqueeze(-1).float()
+        out.append(((h * m).sum(1) / m.sum(1)).cpu())
+    return torch.cat(out).numpy()
+
+
+def probe_curve(features: Dict[str, tuple], y_train: Sequence[int], y_test: Sequence[int],
+                budgets: Sequence[Optional[int]], seeds: Sequence[int]) -> list:
+    """features {name: (X_train, X_test)} -> rows {features, labels, seed, accuracy, macro_f1}: a
+    class-balanced logistic regression trained on a stratified subset of `labels` training examples
+    (None = all), one row per (name, budget, seed). The subsets are the same for every name."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import accuracy_score, f1_score
+
+    from .tasks import subsample
+    y_train, y_test = np.asarray(y_train), np.asarray(y_test)
+    rows = []
+    for n in budgets:
+        for seed in seeds:
+            idx = subsample(list(range(len(y_train))), y_train.tolist(), n, seed)
+            for name, (X_tr, X_te) in features.items():
+                clf = LogisticRegression(max_iter=3000, class_weight="balanced").fit(X_tr[idx], y_train[idx])
+                p = clf.predict(X_te)
+                rows.append({"features": name, "labels": len(idx), "seed": seed,
+                             "accuracy": accuracy_score(y_test, p),
+                             "macro_f1": f1_score(y_test, p, average="macro", zero_division=0)})
+    return rows
+
+
+def summarize(rows: Sequence[dict], metric: str = "macro_f1") -> list:
+    """Mean and standard error over seeds, per (features, labels)."""
+    groups: Dict[tuple, list] = {}
+    for r in rows:
+        groups.setdefault((r["features"], r["labels"]), []).append(r[metric])
+    out = []
+    for (name, n), v in groups.items():
+        sd = float(np.std(v, ddof=1)) if len(v) > 1 else float("nan")
+        out.append({"features": name, "labels": n, "mean": float(np.mean(v)), "se": sd / math.sqrt(len(v)),
+                    "seeds": len(v)})
+    return out
