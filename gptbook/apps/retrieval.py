@@ -10,7 +10,7 @@ import torch
 
 # normalize and token_f1 live with the dialogue fine-tuning (chapter 03), one floor down; both
 # are used here and by chapter 04 as retrieval.normalize / retrieval.token_f1
-from ..finetune.tasks import normalize, token_f1  # noqa: F401
+from ..finetune.tasks import cut_reply, normalize, token_f1  # noqa: F401
 
 HANDOFF = "I don't know - handing you to a human colleague."
 
@@ -208,10 +208,9 @@ class Assistant:
                      e.question, False)
 
     def generate(self, prompt: str) -> str:
-        """Continue the prompt with the book's GPT (greedy); the first non-empty line is the answer."""
+        """Continue the prompt with the book's GPT (greedy); the answer is cut as chapter 03 cuts a reply."""
         from ..generate import generate_text
         # crop: a long prompt loses its start (the oldest retrieved pair), the answer keeps its room
         text = generate_text(self.model, self.tok, prompt, self.max_new_tokens, crop=True, temperature=0.0,
                              generator=torch.Generator().manual_seed(self.seed))
-        lines = [line.strip() for line in text.split("\n") if line.strip()]
-        return lines[0] if lines else ""             # the first non-empty line is the answer
+        return cut_reply(text)       # the answer: up to the end of its line or the next 'Q:' turn

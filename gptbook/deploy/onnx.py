@@ -16,6 +16,7 @@ import io
 import logging
 import warnings
 from pathlib import Path
+
 import numpy as np
 import torch
 import torch.nn as nn
