@@ -87,8 +87,9 @@ class Profile:
     sft_steps: int = 60                      # ch03 §6: instruction-tuning steps (30 gave "I am not not not")
     sft_lr: float = 3e-3                     # ch03 §6: peak learning rate of instruction tuning
     dpo_steps: int = 30                      # ch03 §6: DPO steps
-    dpo_lr: float = 1e-4                     # ch03 §6: DPO's peak learning rate; at 1e-3 the chosen answers lost so
-                                             #   much log-probability that most replies came out empty
+    dpo_lr: float = 5e-5                     # ch03 §6: DPO's peak learning rate; at 1e-3 the chosen answers lost so
+                                             #   much log-probability that replies came out empty, at 1e-4 some
+                                             #   replies looped ("not not not"); 5e-5 did neither on four seeds
     dpo_beta: float = 0.1                    # ch03 §6: DPO's beta, how strongly the policy is held near the SFT model
     sweep_steps: int = 20                    # ch03 §7: steps per learning-rate sweep run
     overfit_steps: int = 48                  # ch03 §7: steps of each over-fitting run
@@ -118,7 +119,7 @@ PROFILES = {
         finetune_steps=1000, finetune_batch_size=32, max_examples=None, threads=None,
         finetune_lr=3e-4, hf_train_steps=500, serve_requests=2000, serve_concurrency=16, toy_steps=1000,
         apps_queries=None, arith_steps=4000,
-        lora_rank=16, peft_steps=1000, sft_steps=1000, sft_lr=1e-3, dpo_steps=300, dpo_lr=3e-5,
+        lora_rank=16, peft_steps=1000, sft_steps=1000, sft_lr=1e-3, dpo_steps=300, dpo_lr=1e-5,
         sweep_steps=300,
         overfit_steps=1000, overfit_examples=64),
 }

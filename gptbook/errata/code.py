@@ -299,8 +299,7 @@ def _e51():
 
 @erratum("E52")
 def _e52():
-    import copy
-
+    from copy import deepcopy
     with seeded(0):
         m = tiny_gpt().train()
         x = torch.randint(0, 64, (2, 9))
@@ -315,7 +314,7 @@ def _e52():
         params = list(m.parameters())
         no_grad = sum(p.grad is None for p in params)
         kept = sum(float(opt.state[p]["step"]) == 1 and opt.state[p]["exp_avg"].abs().max() > 0 for p in params)
-        fresh = copy.deepcopy(m)                                           # same weights, Adam state really reset
+        fresh = deepcopy(m)                                           # same weights, Adam state really reset
         fresh_opt = torch.optim.Adam(fresh.parameters(), lr=1e-3)
         step(m, opt)
         step(fresh, fresh_opt)
