@@ -174,3 +174,9 @@ def mlm_corrupt(idx: torch.Tensor, mask_id: int, vocab_size: int, mask_prob: flo
     inputs = torch.where(chosen & (r < 0.8), torch.full_like(idx, mask_id), idx)
     inputs = torch.where(chosen & (r >= 0.8) & (r < 0.9), random_ids, inputs)
     return inputs, targets
+
+
+def mean_pool(last_hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Average the token vectors of real tokens (sentence embeddings, GPT features). (B, T, C), (B, T) -> (B, C)."""
+    m = attention_mask.unsqueeze(-1).to(last_hidden.dtype)          # (B, T, 1)
+    return (last_hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)       # (B, C)

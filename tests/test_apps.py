@@ -46,7 +46,7 @@ def test_embed_batching_does_not_change_vectors(minilm):
 
 
 def test_mean_pool_ignores_padding():
-    from gptbook.apps.embed import mean_pool
+    from gptbook.mathx import mean_pool
     h = torch.tensor([[[1.0, 2.0], [3.0, 4.0], [100.0, 100.0]]])
     assert mean_pool(h, torch.tensor([[1, 1, 0]])).tolist() == [[2.0, 3.0]]
 

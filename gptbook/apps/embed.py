@@ -11,6 +11,8 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 
+from ..mathx import mean_pool   # the same average of real tokens serves the GPT features of chapters 03-04
+
 
 def load_minilm(path: Optional[str] = None):
     """(tokenizer, model in eval mode) from the packaged MiniLM folder; loads offline, once."""
@@ -31,12 +33,6 @@ def _load(path: str):
         if was:
             hf_logging.enable_progress_bar()
     return tok, model
-
-
-def mean_pool(last_hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """Average the token vectors of real tokens. (B, T, C), (B, T) -> (B, C)."""
-    m = attention_mask.unsqueeze(-1).to(last_hidden.dtype)          # (B, T, 1)
-    return (last_hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)       # (B, C)
 
 
 @torch.no_grad()

@@ -104,16 +104,7 @@ def gpt_item_vectors(gpt, tok, texts: Sequence[str], batch_size: int = 32, cente
     share a large common direction, which makes every pair of texts look alike under cosine.
     list of N strings -> (N, n_embd)"""
     from ..finetune.tasks import encode
-    from ..generate import pad
-    from .embed import mean_pool
-    was = gpt.training
-    gpt.eval()
+    from ..finetune.transfer import pooled_features
     seqs = encode(tok, list(texts), gpt.config.block_size)
-    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))       # batches of like length pad little
-    v = torch.empty(len(seqs), gpt.config.n_embd)
-    for i in range(0, len(seqs), batch_size):
-        rows = order[i:i + batch_size]
-        idx, mask = pad([seqs[j] for j in rows], 0, side="right")
-        v[rows] = mean_pool(gpt(idx, attention_mask=mask).hidden_states, mask).float()   # (B, C)
-    gpt.train(was)
+    v = torch.from_numpy(pooled_features(gpt, seqs, 0, batch_size=batch_size, by_length=True))   # (N, C)
     return F.normalize(v - v.mean(0) if center else v, dim=-1)

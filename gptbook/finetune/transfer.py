@@ -12,20 +12,26 @@ import numpy as np
 import torch
 
 from ..generate import pad
+from ..mathx import mean_pool
 
 
 @torch.no_grad()
-def pooled_features(model, seqs: Sequence[Sequence[int]], pad_id: int, batch_size: int = 128) -> np.ndarray:
-    """(N, C): the mean of the model's final hidden states over each sequence's real tokens."""
+def pooled_features(model, seqs: Sequence[Sequence[int]], pad_id: int, batch_size: int = 128,
+                    by_length: bool = False) -> np.ndarray:
+    """(N, C): the mean of the model's final hidden states over each sequence's real tokens, rows in
+    input order. by_length=True batches sequences of like length together (less padding)."""
     device = next(model.parameters()).device
+    was = model.training
     model.eval()
-    out = []
+    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i])) if by_length else list(range(len(seqs)))
+    out = torch.empty(len(seqs), model.config.n_embd)
     for i in range(0, len(seqs), batch_size):
-        x, mask = pad(seqs[i:i + batch_size], pad_id, side="right")
+        rows = order[i:i + batch_size]
+        x, mask = pad([seqs[j] for j in rows], pad_id, side="right")
         h = model(x.to(device), attention_mask=mask.to(device)).hidden_states.float()
-        m = mask.to(device).unsqueeze(-1).float()
-        out.append(((h * m).sum(1) / m.sum(1)).cpu())
-    return torch.cat(out).numpy()
+        out[rows] = mean_pool(h, mask.to(device)).cpu()
+    model.train(was)
+    return out.numpy()
 
 
 def probe_curve(features: Dict[str, tuple], y_train: Sequence[int], y_test: Sequence[int],
