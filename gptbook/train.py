@@ -3,6 +3,7 @@ with warm-up + cosine learning rate, gradient clipping, periodic validation and 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import time
@@ -123,6 +124,16 @@ def stream_loss(model, ids: torch.Tensor, batch_size: int = 32, device=None, dty
             total += model(x, y).loss.float().item() * y.numel()
     model.train(was)
     return total / (len(starts) * T), len(starts) * T
+
+
+def nats_per_char(model, tok, texts, **kw) -> float:
+    """stream_loss over a text (or texts, joined by <|endoftext|>) per character instead of per token:
+    the only loss that compares across tokenizers (nats per token x tokens per character)."""
+    texts = [texts] if isinstance(texts, str) else list(texts)
+    eos = tok.token_to_id("<|endoftext|>")
+    ids = [i for enc in tok.encode_batch(texts) for i in enc.ids + [eos]]
+    loss, _ = stream_loss(model, torch.tensor(ids, dtype=torch.long), **kw)
+    return loss * len(ids) / (sum(map(len, texts)) + len(texts))     # <|endoftext|> counted as a character
 
 
 def distributed() -> tuple:
@@ -282,11 +293,42 @@ def shakespeare_val(cfg: Profile, tok):
     return torch.tensor(val, dtype=torch.long), tok.decode(val)
 
 
-def pretrain(cfg: Profile, progress: bool = True):
-    """Train the book's GPT from scratch on the book's corpus. Returns (model, tokenizer, History)."""
+def broad_corpus_tokens(cfg: Profile, tok):
+    """(train_ids, val_ids) for the broad model: every document of data.broad_corpus() (all the
+    bundle's English and Chinese text, the tasks' held-out texts left out) in a fixed order (by md5
+    of the text, so sources interleave), each followed by <|endoftext|>. Validation is the same
+    English stretch as corpus_tokens' (cut out of Shakespeare here too), so the two models' losses on
+    it compare, followed by held-out movie snippets and Chinese reviews (in-domain text neither saw)."""
+    from . import data
+    eos = tok.token_to_id("<|endoftext|>")
+    val_en_ids, val_text = shakespeare_val(cfg, tok)
+    docs = data.broad_corpus()
+    en = "\n\n".join(docs.pop("shakespeare"))            # = data.load_shakespeare()
+    at = en.find(val_text)
+    if at < 0:
+        raise RuntimeError("the English validation stretch is not in Shakespeare's text; "
+                           "is the book tokenizer's decode lossless?")
+    docs["shakespeare"] = [en[:at], en[at + len(val_text):]]
+    order = sorted((t for ds in docs.values() for t in ds), key=lambda t: hashlib.md5(t.encode()).hexdigest())
+    train_ids = [i for enc in tok.encode_batch(order) for i in enc.ids + [eos]]
+    held = [t for t, _, _ in data.load_vader("movie") if data.heldout(t)]
+    held += [t for t, _ in data.load_chinese_sentiment() if data.heldout(t)]
+    val_ids = val_en_ids.tolist() + [i for enc in tok.encode_batch(held) for i in enc.ids + [eos]]
+    return torch.tensor(train_ids, dtype=torch.long), torch.tensor(val_ids, dtype=torch.long)
+
+
+CORPORA = {"book": "corpus_tokens", "broad": "broad_corpus_tokens"}
+
+
+def pretrain(cfg: Profile, progress: bool = True, corpus: str = "book"):
+    """Train the book's GPT from scratch: corpus "book" (Shakespeare and Chinese news, chapter 03's
+    live run) or "broad" (broad_corpus_tokens: what the shipped model was trained on).
+    Returns (model, tokenizer, History)."""
     from .tokenizer import book_tokenizer
+    if corpus not in CORPORA:
+        raise ValueError(f"corpus must be one of {sorted(CORPORA)}, got {corpus!r}")
     tok = book_tokenizer(cfg.vocab_size, cfg.corpus_chars)
-    train_ids, val_ids = corpus_tokens(cfg, tok)
+    train_ids, val_ids = globals()[CORPORA[corpus]](cfg, tok)
     g = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)                  # the initial weights
     model = GPT(cfg.model_config())
@@ -362,9 +404,13 @@ def pretrained(cfg: Profile, progress: bool = True, retrain: bool = False, weigh
     """The book's pre-trained GPT for this profile: loaded from the cache, or trained and cached.
     Returns (model, tokenizer, History).
 
-    weights: "book" (default, offline), or OpenAI's GPT-2 ("gpt2", "gpt2-medium", "gpt2-large",
+    weights: "book" (default, offline: trained live on Shakespeare and Chinese news), "book-broad"
+    (the same architecture pre-trained on the broad corpus, shipped in the repository: shipped_model),
+    or OpenAI's GPT-2 ("gpt2", "gpt2-medium", "gpt2-large",
     "gpt2-xl", or a folder with a Hugging Face GPT-2 checkpoint), mapped into the book's GPT with
     GPT-2's tokenizer (gptbook.hf.load_gpt2); its History is empty (nobody here trained it)."""
+    if weights == SHIPPED:
+        return shipped_model(cfg)
     if weights != "book":
         from .hf import load_gpt2
         from .tokenizer import gpt2_bpe
@@ -387,3 +433,46 @@ def pretrained(cfg: Profile, progress: bool = True, retrain: bool = False, weigh
         path.with_suffix(".json").write_text(json.dumps({"val_loss": hist.final_val_loss,
                                                          "seconds": hist.seconds}))
     return model, trained["tok"], hist
+
+
+# ---------------------------------------------------------------- the shipped broad model
+
+SHIPPED = "book-broad"
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+
+
+def shipped_manifest() -> dict:
+    """What gptbook/weights/book-broad.json records of the shipped model: sha256 of its files, the
+    command that made it, its settings, corpus and validation figures."""
+    return json.loads((WEIGHTS_DIR / f"{SHIPPED}.json").read_text())
+
+
+def sha256(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def shipped_model(cfg: Profile):
+    """The book's GPT pre-trained on the broad corpus (broad_corpus_tokens), shipped in the repository
+    because 2 CPU cores cannot afford its training inside `make book`; `python -m gptbook pretrain
+    --corpus broad ...` (the command in its manifest) makes it again. Its files are checked against the
+    manifest's sha256. Returns (model, its tokenizer, History) like pretrained()."""
+    from tokenizers import Tokenizer
+    from . import data
+    man = shipped_manifest()
+    files = {"weights": WEIGHTS_DIR / f"{SHIPPED}.pt", "tokenizer": WEIGHTS_DIR / f"{SHIPPED}.tokenizer.json"}
+    for what, path in files.items():
+        if not path.exists() or sha256(path) != man["sha256"][what]:
+            raise data.SetupError(f"{path} is missing or not the file the manifest records (sha256); "
+                                  "fix: git checkout -- gptbook/weights (a Git LFS pointer needs `git lfs pull`), "
+                                  f"or make it again with: {man['command']}")
+    model, extra = load_checkpoint(files["weights"])
+    if model.config != cfg.model_config():
+        raise ValueError(f"weights={SHIPPED!r} is a {model.config.n_layer}-layer, {model.config.n_embd}-wide GPT "
+                         f"with vocabulary {model.config.vocab_size} and context {model.config.block_size} "
+                         f"(the quick profile's); profile {cfg.name!r} asks for {cfg.model_config()}. Use the "
+                         f"quick profile, or train one for this profile: {man['command']}")
+    return model, Tokenizer.from_file(str(files["tokenizer"])), History(**extra["history"])

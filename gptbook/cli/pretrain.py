@@ -36,6 +36,9 @@ def parse(argv=None):
     ap.add_argument("--seed", type=int, default=None, help="default: $GPTBOOK_SEED, else 1337")
     ap.add_argument("--set", dest="settings", type=_setting, action="append", default=[], metavar="NAME=VALUE",
                     help="change a profile setting, e.g. --set max_steps=2000 (repeatable)")
+    ap.add_argument("--corpus", default="book", choices=["book", "broad"],
+                    help="book: Shakespeare + Chinese news (chapter 03); broad: every text of the bundle, "
+                         "the tasks' held-out texts left out (the shipped model)")
     ap.add_argument("--out", type=Path, default=None, help="checkpoint file (default: the model cache)")
     args = ap.parse_args(argv)
     known = {f.name for f in fields(Profile)}
@@ -43,6 +46,31 @@ def parse(argv=None):
     if bad:
         ap.error(f"unknown setting(s) {bad}; valid: {', '.join(sorted(known))}")
     return args
+
+
+def write_manifest(path: Path, tok, hist, cfg, argv) -> None:
+    """Beside a broad model: its tokenizer (<name>.tokenizer.json) and <name>.json, the manifest that
+    train.shipped_model checks: sha256 of both files, the command that made them, the settings,
+    training figures and the validation loss (tests/test_shipped.py recomputes it)."""
+    import torch
+
+    from .. import train
+    from ..tokenizer import book_tokenizer
+    tok_path = path.with_name(path.stem + ".tokenizer.json")
+    tok.save(str(tok_path))
+    _, val_ids = train.broad_corpus_tokens(cfg, book_tokenizer(cfg.vocab_size, cfg.corpus_chars))
+    model, _ = train.load_checkpoint(path)
+    val_loss, n = train.stream_loss(model, val_ids)
+    man = {"command": "python -m gptbook pretrain " + " ".join(argv),
+           "made_with": f"torch {torch.__version__}, {train.distributed()[1]} worker(s)",
+           "sha256": {"weights": train.sha256(path), "tokenizer": train.sha256(tok_path)},
+           "settings": {k: getattr(cfg, k) for k in ("seed", "vocab_size", "block_size", "n_layer", "n_head",
+                                                      "n_embd", "batch_size", "max_steps", "learning_rate",
+                                                      "min_lr", "warmup_steps", "weight_decay", "corpus_chars")},
+           "tokens_seen": hist.tokens_seen, "seconds": round(hist.seconds),
+           "val_loss": val_loss, "val_tokens": n,
+           "val_loss_means": "train.stream_loss over broad_corpus_tokens' validation ids (nats/token)"}
+    path.with_name(path.stem + ".json").write_text(json.dumps(man, indent=1) + "\n")
 
 
 def main(argv=None):
@@ -65,10 +93,14 @@ def main(argv=None):
             book_tokenizer(cfg.vocab_size, cfg.corpus_chars)
         if dist.is_initialized():
             dist.barrier()
-        model, _, hist = train.pretrain(cfg, progress=rank == 0)
+        model, tok, hist = train.pretrain(cfg, progress=rank == 0, corpus=args.corpus)
         if rank == 0:
-            path = args.out or train.model_path(train.pretrained_key(cfg))
+            default = train.WEIGHTS_DIR / f"{train.SHIPPED}.pt" if args.corpus == "broad" else \
+                train.model_path(train.pretrained_key(cfg))
+            path = args.out or default
             train.save_checkpoint(model, path, {"history": hist.to_dict()})
+            if args.corpus == "broad":
+                write_manifest(path, tok, hist, cfg, argv if argv is not None else sys.argv[1:])
             print(f"{train.distributed()[1]} worker(s), {len(hist.steps)} steps in {hist.seconds:.0f} s: "
                   f"final validation loss {hist.final_val_loss:.3f} nats/token; saved {path}")
     finally:

@@ -69,15 +69,31 @@ def _join(x) -> str:
     return "".join(x) if isinstance(x, list) else str(x)
 
 
+def merge_streams(outputs) -> list:
+    """Consecutive outputs of one stream as one: how a kernel splits a cell's printing into
+    stream messages depends on timing (a slow step between two prints flushes the first), so
+    the stored outputs and a rerun may cut the same text in different places."""
+    merged = []
+    for o in outputs:
+        prev = merged[-1] if merged else None
+        if (o.get("output_type") == "stream" and prev is not None
+                and prev.get("output_type") == "stream" and prev.get("name") == o.get("name")):
+            merged[-1] = {**prev, "text": _join(prev.get("text", "")) + _join(o.get("text", ""))}
+        else:
+            merged.append(o)
+    return merged
+
+
 def full_text(outputs, patterns, progress: bool = True) -> str:
     """Everything nbval compares in a cell's outputs (streams, every text mime), sanitized.
     progress=False drops progress bars (stderr, or tqdm's notebook widget) and warnings: a reader's
     run shows bars, stored outputs are made without them."""
+    if not progress:
+        outputs = [o for o in outputs if WIDGET_MIME not in o.get("data", {})
+                   and not (o.get("output_type") == "stream" and o.get("name") == "stderr")]
     parts = []
-    for o in outputs:
-        if not progress and WIDGET_MIME in o.get("data", {}):
-            continue
-        if o.get("output_type") == "stream" and (progress or o.get("name") != "stderr"):
+    for o in merge_streams(outputs):
+        if o.get("output_type") == "stream":
             parts.append(f"[{o.get('name')}]" + _join(o.get("text", "")))
         elif o.get("output_type") == "error":
             parts.append(f"[error]{o.get('ename')}: {o.get('evalue')}")
@@ -90,7 +106,7 @@ def full_text(outputs, patterns, progress: bool = True) -> str:
 def figure_text(outputs, patterns) -> str:
     """What a reader reads: stdout, and of each displayed object its markdown or plain text."""
     parts = []
-    for o in outputs:
+    for o in merge_streams(outputs):
         if o.get("output_type") == "stream" and o.get("name") == "stdout":
             parts.append(_join(o.get("text", "")))
         data = o.get("data", {})
