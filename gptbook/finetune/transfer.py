@@ -1,10 +1,11 @@
-"""Does pre-training help? Chapter 03 measures it two ways. The plainest: freeze a model, take the mean of
-its last hidden states over each text as features, and fit a logistic regression on a growing number
-of labelled examples ("a linear probe"). The same probe on a randomly initialised copy of the same
-architecture is the control: whatever the pre-trained features add over it is what pre-training
-taught. Several seeds (different labelled subsets) give error bars. The second is fine-tuning itself: the same steps from pre-trained and from random
-weights, over a growing label budget (finetune_curve). Both run on a split that no seed changes,
-heldout_split: its test texts are the ones data.heldout() keeps out of the broad model's pre-training."""
+"""Does pre-training help? Chapter 03 measures it two ways. The plainest: freeze a model, take the
+mean of its last hidden states over each text as features, and fit a logistic regression on a
+growing number of labelled examples ("a linear probe"). The same probe on a randomly initialised copy
+of the same architecture is the control: whatever the pre-trained features add over it is what
+pre-training taught. Several seeds (different labelled subsets) give error bars. The second is
+fine-tuning itself: the same steps from pre-trained and from random weights, over a growing label
+budget (finetune_curve). Both run on a split that no seed changes, heldout_split: its test texts are
+the ones data.heldout() keeps out of the broad model's pre-training."""
 from __future__ import annotations
 
 import math
