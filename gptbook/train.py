@@ -88,16 +88,18 @@ def autocast(device, dtype: str, gpu_only: bool = True):
 
 
 @torch.no_grad()
-def estimate_loss(model, get_batch, iters: int, device, dtype="float32") -> float:
+@torch.no_grad()
+def estimate_loss(model, get_batch, iters: int, device, dtype="float32", loss_fn: Optional[Callable] = None) -> float:
     """Mean loss over `iters` random batches in eval mode (no dropout): a cheap, noisy estimate
-    for the training curve. stream_loss is the exact one, for the numbers a chapter reports."""
+    for the training curve. stream_loss is the exact one, for the numbers a chapter reports.
+    loss_fn(model, x, y) as in train() (a classifier's loss); default model(x, y).loss."""
     was = model.training
     model.eval()
     losses = []
     for _ in range(iters):
         x, y = get_batch(device)
         with autocast(device, dtype):
-            losses.append(model(x, y).loss.item())
+            losses.append((loss_fn(model, x, y) if loss_fn else model(x, y).loss).item())
     model.train(was)
     return sum(losses) / len(losses)
 
@@ -223,7 +225,7 @@ def train(model, get_train_batch: Callable, cfg: Profile, get_val_batch: Optiona
         # right); the last step, the model that is returned
         if get_val_batch is not None and (step % cfg.eval_interval == 0 or last):
             hist.val_steps.append(step)
-            hist.val_loss.append(estimate_loss(model, get_val_batch, cfg.eval_iters, device, cfg.dtype))
+            hist.val_loss.append(estimate_loss(model, get_val_batch, cfg.eval_iters, device, cfg.dtype, loss_fn))
             bar.set_postfix(train=f"{total:.3f}", val=f"{hist.val_loss[-1]:.3f}")
     hist.seconds = time.perf_counter() - t0
     model.eval()

@@ -127,15 +127,18 @@ def batcher(seqs: list, labels: list, batch_size: int, pad_id: int, generator: t
 
 def train_head(model: nn.Module, seqs: list, labels: list, cfg: Profile, pad_id: int,
                steps: Optional[int] = None, learning_rate: Optional[float] = None,
-               progress: bool = False, seed_offset: int = 0):
-    """Fine-tune a head model (ours or HF's) with gptbook.train.train. Returns a History."""
+               progress: bool = False, seed_offset: int = 0, val: Optional[tuple] = None):
+    """Fine-tune a head model (ours or HF's) with gptbook.train.train. Returns a History; with
+    val=(seqs, labels) it holds validation losses too (every cfg.eval_interval steps)."""
     from ..train import train
     g = torch.Generator().manual_seed(cfg.seed + seed_offset)
     get = batcher(seqs, labels, cfg.finetune_batch_size, pad_id, g)
+    get_val = None if val is None else batcher(val[0], val[1], cfg.finetune_batch_size, pad_id,
+                                               torch.Generator().manual_seed(cfg.seed + seed_offset + 1))
 
     def loss_fn(m, x, y):
         return m(x, attention_mask=(x != pad_id).long(), labels=y).loss
-    return train(model, get, cfg, max_steps=steps or cfg.finetune_steps,
+    return train(model, get, cfg, max_steps=steps or cfg.finetune_steps, get_val_batch=get_val,
                  learning_rate=learning_rate or cfg.finetune_lr, progress=progress, loss_fn=loss_fn)
 
 

@@ -8,7 +8,9 @@ budget (finetune_curve). Both run on a split that no seed changes, heldout_split
 the ones data.heldout() keeps out of the broad model's pre-training."""
 from __future__ import annotations
 
+import copy
 import math
+import time
 from typing import Callable, Dict, Optional, Sequence
 
 import numpy as np
@@ -111,3 +113,64 @@ def finetune_curve(inits: Dict[str, Callable], tok, pool: Sequence, test: Sequen
                              "accuracy": accuracy_score(y_test, p),
                              "macro_f1": f1_score(y_test, p, average="macro", zero_division=0)})
     return rows
+
+
+# ---------------------------------------------------------------- which parameters to fine-tune
+
+STRATEGIES = ("head only", "top block + head", "all layers", "LoRA r=8 + head", "IA3 + head")
+
+
+def strategy_classifier(gpt, strategy: str, num_labels: int, pad_id: int, lora_rank: int = 8):
+    """A sequence classifier on a COPY of gpt in which only `strategy`'s parameters train (the head
+    always does): the head alone, the last transformer block and final LayerNorm too, everything,
+    LoRA adapters on the attention and projection matrices (peft), or IA3's learned rescaling of
+    keys, values and the feed-forward input (peft: the second parameter-efficient method)."""
+    import peft
+
+    from .lora import add_lora
+    from .tasks import GPTForSequenceClassification
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}; choose one of {list(STRATEGIES)}")
+    body = copy.deepcopy(gpt)
+    if strategy.startswith("LoRA"):
+        body = add_lora(body, r=lora_rank, copy_model=False)
+    elif strategy.startswith("IA3"):
+        body = peft.get_peft_model(body, peft.IA3Config(target_modules=["c_attn", "mlp.c_proj"],
+                                                        feedforward_modules=["mlp.c_proj"]))
+    else:
+        for p in body.parameters():
+            p.requires_grad = strategy == "all layers"
+        if strategy == "top block + head":
+            for p in [*body.transformer.h[-1].parameters(), *body.transformer.ln_f.parameters()]:
+                p.requires_grad = True
+    return GPTForSequenceClassification(body, num_labels, pad_id)
+
+
+def compare_strategies(gpt, tok, train_rows: Sequence, val_rows: Sequence, test_rows: Sequence, num_labels: int,
+                       cfg, strategies: Sequence[str] = STRATEGIES, steps: Optional[int] = None,
+                       learning_rates: Optional[Dict[str, float]] = None) -> list:
+    """One fine-tuning run per strategy on the same (text, label) rows, batches and head initialisation:
+    rows {strategy, trainable, total, state_mb, seconds, macro_f1, history, model}. The History has the
+    validation loss on val_rows every cfg.eval_interval steps (to see whether training has flattened)."""
+    from sklearn.metrics import f1_score
+
+    from .lora import param_counts, training_state_bytes
+    from .tasks import encode, predict, train_head
+    pad_id = tok.token_to_id("<|pad|>")
+    enc = {name: (encode(tok, [t for t, _ in rows], cfg.block_size), [y for _, y in rows])
+           for name, rows in (("train", train_rows), ("val", val_rows), ("test", test_rows))}
+    out = []
+    for strategy in strategies:
+        torch.manual_seed(cfg.seed)                        # the same head for every strategy
+        clf = strategy_classifier(gpt, strategy, num_labels, pad_id, cfg.lora_rank)
+        trainable, total = param_counts(clf)
+        lr = (learning_rates or {}).get(strategy)
+        t0 = time.perf_counter()
+        hist = train_head(clf, *enc["train"], cfg, pad_id, steps=steps, learning_rate=lr, val=enc["val"])
+        seconds = time.perf_counter() - t0
+        pred = predict(clf, enc["test"][0], pad_id).tolist()
+        out.append({"strategy": strategy, "trainable": trainable, "total": total,
+                    "state_mb": training_state_bytes(clf) / 2**20, "seconds": seconds,
+                    "macro_f1": f1_score(enc["test"][1], pred, average="macro", zero_division=0),
+                    "history": hist, "model": clf})
+    return out
