@@ -138,3 +138,10 @@ def test_cjk_font_found_or_install_hint():
     assert doctor.check_cjk_font(found="Noto Sans CJK SC").status == doctor.OK
     missing = doctor.check_cjk_font(found="")
     assert missing.status == doctor.WARN and "fonts-noto-cjk" in missing.fix
+
+
+def test_shipped_model_checked(tmp_path):
+    from gptbook.cli import doctor
+    assert doctor.check_shipped().status == doctor.OK
+    found = doctor.check_shipped(tmp_path)                    # an empty folder: nothing shipped
+    assert found.status == doctor.FAIL and "git checkout -- gptbook/weights" in found.fix

@@ -154,6 +154,25 @@ def check_models() -> Check:
                  + "); the chapter that needs each one makes it again (the book's GPT: python -m gptbook run 03)")
 
 
+def check_shipped(weights_dir=None) -> Check:
+    """The broad model chapter 03 §2.9 loads from the repository: its files against the manifest's sha256
+    (a Git LFS pointer or an edited file would otherwise fail in the chapter)."""
+    from .. import data, train
+    from ..config import get_profile
+    if weights_dir is not None:
+        train.WEIGHTS_DIR, saved = weights_dir, train.WEIGHTS_DIR
+    try:
+        train.shipped_model(get_profile("quick"))
+        return Check("shipped model", OK, f"{train.SHIPPED}: files match the manifest's sha256")
+    except (data.SetupError, FileNotFoundError) as e:
+        return Check("shipped model", FAIL, str(e).split("; fix:")[0],
+                     "git checkout -- gptbook/weights (or reinstall the package); "
+                     "python -m gptbook pretrain --corpus broad ... makes it again (see its manifest)")
+    finally:
+        if weights_dir is not None:
+            train.WEIGHTS_DIR = saved
+
+
 def _load_cached(path) -> None:
     """Raise unless the cached file loads as what it is (a checkpoint with weights, a tokenizer)."""
     if path.suffix == ".json":
@@ -213,7 +232,7 @@ def check_removed_apis() -> Check:
 def run_checks() -> list:
     checks = [check_python(), check_torch()]
     checks += check_dependencies()
-    checks += [check_cache(), check_data(), check_models()]
+    checks += [check_cache(), check_data(), check_models(), check_shipped()]
     checks += check_jupyter()
     checks += [check_cjk_font(), check_removed_apis()]
     return checks
