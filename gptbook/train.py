@@ -88,7 +88,6 @@ def autocast(device, dtype: str, gpu_only: bool = True):
 
 
 @torch.no_grad()
-@torch.no_grad()
 def estimate_loss(model, get_batch, iters: int, device, dtype="float32", loss_fn: Optional[Callable] = None) -> float:
     """Mean loss over `iters` random batches in eval mode (no dropout): a cheap, noisy estimate
     for the training curve. stream_loss is the exact one, for the numbers a chapter reports.
@@ -319,7 +318,7 @@ def broad_corpus_tokens(cfg: Profile, tok):
     return torch.tensor(train_ids, dtype=torch.long), torch.tensor(val_ids, dtype=torch.long)
 
 
-CORPORA = {"book": "corpus_tokens", "broad": "broad_corpus_tokens"}
+CORPORA = {"book": corpus_tokens, "broad": broad_corpus_tokens}
 
 
 def pretrain(cfg: Profile, progress: bool = True, corpus: str = "book"):
@@ -330,7 +329,7 @@ def pretrain(cfg: Profile, progress: bool = True, corpus: str = "book"):
     if corpus not in CORPORA:
         raise ValueError(f"corpus must be one of {sorted(CORPORA)}, got {corpus!r}")
     tok = book_tokenizer(cfg.vocab_size, cfg.corpus_chars)
-    train_ids, val_ids = globals()[CORPORA[corpus]](cfg, tok)
+    train_ids, val_ids = CORPORA[corpus](cfg, tok)
     g = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)                  # the initial weights
     model = GPT(cfg.model_config())
@@ -443,31 +442,25 @@ SHIPPED = "book-broad"
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 
 
-def shipped_manifest() -> dict:
-    """What gptbook/weights/book-broad.json records of the shipped model: sha256 of its files, the
-    command that made it, its settings, corpus and validation figures."""
-    return json.loads((WEIGHTS_DIR / f"{SHIPPED}.json").read_text())
+def shipped_manifest(folder: Optional[Path] = None) -> dict:
+    """What gptbook/weights/book-broad.json (or the one in `folder`) records of the shipped model:
+    sha256 of its files, the command that made it, its settings, corpus and validation figures."""
+    return json.loads(((folder or WEIGHTS_DIR) / f"{SHIPPED}.json").read_text())
 
 
-def sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def shipped_model(cfg: Profile):
+def shipped_model(cfg: Profile, folder: Optional[Path] = None):
     """The book's GPT pre-trained on the broad corpus (broad_corpus_tokens), shipped in the repository
     because 2 CPU cores cannot afford its training inside `make book`; `python -m gptbook pretrain
     --corpus broad ...` (the command in its manifest) makes it again. Its files are checked against the
-    manifest's sha256. Returns (model, its tokenizer, History) like pretrained()."""
+    manifest's sha256 (`folder`: another copy of gptbook/weights). Returns (model, its tokenizer,
+    History) like pretrained()."""
     from tokenizers import Tokenizer
     from . import data
-    man = shipped_manifest()
-    files = {"weights": WEIGHTS_DIR / f"{SHIPPED}.pt", "tokenizer": WEIGHTS_DIR / f"{SHIPPED}.tokenizer.json"}
+    folder = folder or WEIGHTS_DIR
+    man = shipped_manifest(folder)
+    files = {"weights": folder / f"{SHIPPED}.pt", "tokenizer": folder / f"{SHIPPED}.tokenizer.json"}
     for what, path in files.items():
-        if not path.exists() or sha256(path) != man["sha256"][what]:
+        if not path.exists() or data.sha256(path) != man["sha256"][what]:
             raise data.SetupError(f"{path} is missing or not the file the manifest records (sha256); "
                                   "fix: git checkout -- gptbook/weights (a Git LFS pointer needs `git lfs pull`), "
                                   f"or make it again with: {man['command']}")

@@ -7,23 +7,15 @@ file, or a file that changed upstream, is reported by name with the command that
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from .. import data
+from ..data import sha256
 
 MANIFEST = Path(__file__).resolve().parents[1] / "data_manifest.json"   # beside data.py, which owns the sources
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def source_files(name: str) -> dict:

@@ -159,18 +159,13 @@ def check_shipped(weights_dir=None) -> Check:
     (a Git LFS pointer or an edited file would otherwise fail in the chapter)."""
     from .. import data, train
     from ..config import get_profile
-    if weights_dir is not None:
-        train.WEIGHTS_DIR, saved = weights_dir, train.WEIGHTS_DIR
     try:
-        train.shipped_model(get_profile("quick"))
+        train.shipped_model(get_profile("quick"), weights_dir)
         return Check("shipped model", OK, f"{train.SHIPPED}: files match the manifest's sha256")
     except (data.SetupError, FileNotFoundError) as e:
         return Check("shipped model", FAIL, str(e).split("; fix:")[0],
                      "git checkout -- gptbook/weights (or reinstall the package); "
                      "python -m gptbook pretrain --corpus broad ... makes it again (see its manifest)")
-    finally:
-        if weights_dir is not None:
-            train.WEIGHTS_DIR = saved
 
 
 def _load_cached(path) -> None:

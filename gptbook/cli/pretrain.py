@@ -54,16 +54,15 @@ def write_manifest(path: Path, tok, hist, cfg, argv) -> None:
     training figures and the validation loss (tests/test_shipped.py recomputes it)."""
     import torch
 
-    from .. import train
-    from ..tokenizer import book_tokenizer
+    from .. import data, train
     tok_path = path.with_name(path.stem + ".tokenizer.json")
     tok.save(str(tok_path))
-    _, val_ids = train.broad_corpus_tokens(cfg, book_tokenizer(cfg.vocab_size, cfg.corpus_chars))
+    _, val_ids = train.broad_corpus_tokens(cfg, tok)
     model, _ = train.load_checkpoint(path)
     val_loss, n = train.stream_loss(model, val_ids)
     man = {"command": "python -m gptbook pretrain " + " ".join(argv),
            "made_with": f"torch {torch.__version__}, {train.distributed()[1]} worker(s)",
-           "sha256": {"weights": train.sha256(path), "tokenizer": train.sha256(tok_path)},
+           "sha256": {"weights": data.sha256(path), "tokenizer": data.sha256(tok_path)},
            "settings": {k: getattr(cfg, k) for k in ("seed", "vocab_size", "block_size", "n_layer", "n_head",
                                                       "n_embd", "batch_size", "max_steps", "learning_rate",
                                                       "min_lr", "warmup_steps", "weight_decay", "corpus_chars")},
