@@ -1,6 +1,12 @@
 """Training and generation speed: the book's GPT against transformers.GPT2LMHeadModel, same run.
 
     python benchmarks/bench_model.py [--device cpu|cuda] [--repeats 3] [--json out.json]
+                                     [--nanogpt DIR] [--fused]
+
+With --nanogpt DIR (a checkout of github.com/karpathy/nanoGPT, or any folder holding its model.py;
+nothing of it is shipped here) nanoGPT's model joins the training comparison, with the same weights.
+With --fused the book's model is also timed with AdamW(fused=True) (a separate column), to decide
+whether the trainer should use it.
 
 Both models get the same configuration (the one of ../shared/baseline.md: 4 layers, 4 heads,
 256 wide, context 256, vocab 8192, dropout 0) and the same weights (converted with gptbook.hf).
@@ -30,10 +36,10 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def train_tokens_per_s(model, batch, device, steps, dtype):
+def train_tokens_per_s(model, batch, device, steps, dtype, fused=False):
     """forward + backward + AdamW; returns tokens/s over `steps` timed steps (after 2 warm-up)."""
     model.train().to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=fused or None)
     x = torch.randint(0, 8192, batch, device=device)
     ctx = torch.autocast("cuda", dtype=torch.bfloat16) if dtype == "bf16" else torch.autocast("cpu", enabled=False)
     for i in range(steps + 2):
@@ -41,8 +47,12 @@ def train_tokens_per_s(model, batch, device, steps, dtype):
             sync(device)
             t0 = time.perf_counter()
         with ctx:
-            out = model(x, labels=x) if hasattr(model, "transformer") and not isinstance(model, GPT) else model(x, x)
-        loss = out.loss
+            if isinstance(model, GPT):
+                loss = model(x, x).loss
+            elif hasattr(model, "generation_config"):        # transformers
+                loss = model(x, labels=x).loss
+            else:                                            # nanoGPT returns (logits, loss)
+                loss = model(x, x)[1]
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -70,6 +80,26 @@ def gen_tokens_per_s(fn, model, prompt, new, use_cache, device):
     return new / (time.perf_counter() - t0), out
 
 
+def load_nanogpt(folder, book):
+    """nanoGPT's GPT from `folder`/model.py with the book model's configuration and weights (the module
+    names are GPT-2's in both, so the state_dict loads as is; nanoGPT keeps no attention-bias buffer
+    when it uses SDPA)."""
+    import importlib.util
+    from pathlib import Path
+    path = Path(folder) / "model.py"
+    if not path.is_file():
+        raise SystemExit(f"--nanogpt: no model.py in {folder} (give a checkout of karpathy/nanoGPT)")
+    spec = importlib.util.spec_from_file_location("nanogpt_model", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    c = book.config
+    ng = mod.GPT(mod.GPTConfig(block_size=c.block_size, vocab_size=c.vocab_size, n_layer=c.n_layer,
+                               n_head=c.n_head, n_embd=c.n_embd, dropout=0.0, bias=True))
+    missing, unexpected = ng.load_state_dict(book.state_dict(), strict=False)
+    assert not missing, f"nanoGPT expects weights the book's model lacks: {missing}"
+    return ng
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -79,6 +109,8 @@ def main(argv=None):
     ap.add_argument("--new-tokens", type=int, default=256)
     ap.add_argument("--peak-tflops", type=float, default=989.0, help="GPU bf16 dense peak (H100 SXM: 989)")
     ap.add_argument("--json", help="also write the results to this file")
+    ap.add_argument("--nanogpt", metavar="DIR", help="a nanoGPT checkout: its model joins the training comparison")
+    ap.add_argument("--fused", action="store_true", help="also time the book's model with AdamW(fused=True)")
     a = ap.parse_args(argv)
     device = torch.device(a.device)
     if device.type == "cpu":
@@ -90,11 +122,16 @@ def main(argv=None):
     hf = to_hf(book)
     hf.config._attn_implementation = "sdpa"
     n_params = book.num_params()
+    ng = load_nanogpt(a.nanogpt, book) if a.nanogpt else None
     # --- training throughput, alternating
-    tb, th = [], []
+    tb, th, tn, tf = [], [], [], []
     for _ in range(a.repeats):
         tb.append(train_tokens_per_s(book, (a.batch, 256), device, a.train_steps, dtype))
         th.append(train_tokens_per_s(hf, (a.batch, 256), device, a.train_steps, dtype))
+        if ng is not None:
+            tn.append(train_tokens_per_s(ng, (a.batch, 256), device, a.train_steps, dtype))
+        if a.fused:
+            tf.append(train_tokens_per_s(book, (a.batch, 256), device, a.train_steps, dtype, fused=True))
     # --- generation: 16-token prompt, greedy, new tokens, with and without cache
     torch.manual_seed(0)
     book, hf = GPT(cfg), None
@@ -123,6 +160,12 @@ def main(argv=None):
         "gen_ratio_book_over_hf_cached": med["book_cache"] / med["hf_cache"],
         "greedy_tokens_identical_book_cache_nocache_hf": bool(same),
     }
+    if tn:
+        res["train_tok_s_nanogpt"] = statistics.median(tn)
+        res["train_ratio_book_over_nanogpt"] = statistics.median(tb) / statistics.median(tn)
+    if tf:
+        res["train_tok_s_book_fused_adamw"] = statistics.median(tf)
+        res["train_ratio_fused_over_plain"] = statistics.median(tf) / statistics.median(tb)
     if device.type == "cuda":
         # 6 N per token for forward+backward, plus attention 12 * L * T * C
         flops_per_tok = 6 * n_params + 12 * cfg.n_layer * 256 * cfg.n_embd
@@ -134,6 +177,12 @@ def main(argv=None):
           f"{med['hf_cache']:,.0f} | {res['gen_ratio_book_over_hf_cached']:.2f} |")
     print(f"| greedy generation tokens/s, no cache | {med['book_nocache']:,.0f} | {med['hf_nocache']:,.0f} | "
           f"{med['book_nocache'] / med['hf_nocache']:.2f} |")
+    if tn:
+        print(f"| training tokens/s, nanoGPT's model (same weights) | {res['train_tok_s_nanogpt']:,.0f} | | "
+              f"book / nanoGPT {res['train_ratio_book_over_nanogpt']:.2f} |")
+    if tf:
+        print(f"| training tokens/s, book GPT with AdamW(fused=True) | {res['train_tok_s_book_fused_adamw']:,.0f} | | "
+              f"fused / plain {res['train_ratio_fused_over_plain']:.2f} |")
     print(f"KV-cache speed-up (book): {res['kv_cache_speedup_book']:.1f}x; greedy tokens identical "
           f"(book cached / uncached / HF): {same}")
     print(json.dumps(res))

@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import json
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -138,12 +139,28 @@ def nats_per_char(model, tok, texts, **kw) -> float:
 
 
 def distributed() -> tuple:
-    """(rank, world size): (0, 1) in one process; under `torchrun` (after init_process_group) the
-    process's place among the workers. train() reads it, so one loop serves both."""
+    """(rank, world size): (0, 1) in one process; under `torchrun` the process's place among the
+    workers: the process group's, or torchrun's RANK and WORLD_SIZE before joining it and after
+    leaving it (so a script still knows after train() that it is rank 1 and must not write)."""
     import torch.distributed as dist
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def join_workers(device) -> bool:
+    """Under `torchrun` (WORLD_SIZE > 1), join the workers' process group unless this process has
+    already: nccl when training on CUDA, each worker on the GPU of its LOCAL_RANK; gloo otherwise.
+    Returns True if it joined here; that caller leaves it (torch.distributed.destroy_process_group).
+    In one process it does nothing and returns False."""
+    import torch.distributed as dist
+    if distributed()[1] == 1 or dist.is_initialized():
+        return False
+    cuda = torch.device(device).type == "cuda"
+    if cuda:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group("nccl" if cuda else "gloo")
+    return True
 
 
 def train(model, get_train_batch: Callable, cfg: Profile, get_val_batch: Optional[Callable] = None,
@@ -157,11 +174,14 @@ def train(model, get_train_batch: Callable, cfg: Profile, get_val_batch: Optiona
     GLOBAL batch (same generator seed), keeps its 1/world share of the rows, and DistributedDataParallel
     averages the gradients in backward; the mean of equal shards' mean losses is the global batch's
     mean loss, so the run follows the one-process run at the same global batch. Only rank 0 shows
-    progress; every rank returns the same History (losses averaged over the workers).
+    progress; every rank returns the same History (losses averaged over the workers). A script run
+    by torchrun needs no code of its own for this: train() joins the process group when the caller
+    has not (join_workers) and then leaves it at the end.
     """
     from tqdm.auto import tqdm
-    rank, world = distributed()
     device = pick_device(cfg.device)
+    joined = join_workers(device)
+    rank, world = distributed()
     if world > 1 and device.type == "cuda":
         device = torch.device("cuda", torch.cuda.current_device())   # torchrun: one GPU per worker
     model.to(device).train()
@@ -228,6 +248,8 @@ def train(model, get_train_batch: Callable, cfg: Profile, get_val_batch: Optiona
             bar.set_postfix(train=f"{total:.3f}", val=f"{hist.val_loss[-1]:.3f}")
     hist.seconds = time.perf_counter() - t0
     model.eval()
+    if joined:
+        torch.distributed.destroy_process_group()
     return hist
 
 
@@ -361,7 +383,10 @@ def model_path(*key) -> Path:
 
 def save_checkpoint(model, path, extra: Optional[dict] = None):
     """Weights + extra (e.g. a History) in one file, written atomically; a GPT's config too, so that
-    load_checkpoint can rebuild it."""
+    load_checkpoint can rebuild it. Under torchrun only rank 0 writes: every worker holds the same
+    weights, and two writers would race for the same temporary file."""
+    if distributed()[0] != 0:
+        return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")

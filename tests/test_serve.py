@@ -405,6 +405,78 @@ def test_models_route(chat_model):
         assert c.get("/v1/models/other").json()["error"]["code"] == "model_not_found"
 
 
+# ------------------------------------------------------------------ the request log (--request-log)
+
+# personal data of four kinds, each a real match of privacy.mask_pii: the resident ID's check digit and
+# the card number's Luhn digit are right (computed, nobody's)
+PII = {"zhang.san@example.com": "[EMAIL]", "13812345678": "[PHONE]", "11010519491231002X": "[ID]",
+       "4111 1111 1111 1111": "[CARD]"}
+PII_PROMPT = "mail zhang.san@example.com, 手机 13812345678, 身份证 11010519491231002X, card 4111 1111 1111 1111"
+LOGGED = serve.ServeSettings(max_prompt_tokens=160, max_new_tokens=8, max_prompt_chars=400,
+                             max_body_bytes=4000, timeout_s=20.0, max_concurrency=4, model_name="tiny")
+
+
+def logged_model():
+    return GPT(GPTConfig(vocab_size=64, block_size=168, n_layer=1, n_head=2, n_embd=16)).eval()
+
+
+def pii_requests(c):
+    """Every generation route, streamed and not, with PII in the prompt, then one prompt too long
+    (400). Returns [(route, the prompt as the model saw it, the text the client received)]."""
+    msgs = [{"role": "system", "content": "cc zhang.san@example.com"}, {"role": "user", "content": PII_PROMPT}]
+    chat = serve.chat_prompt([SimpleNamespace(**m) for m in msgs])
+    got = [("/v1/generate", PII_PROMPT, post(c, {"prompt": PII_PROMPT, "max_new_tokens": 5}).json()["text"])]
+    r = c.post("/v1/completions", json={"prompt": PII_PROMPT, "max_tokens": 6, "temperature": 0}).json()
+    got.append(("/v1/completions", PII_PROMPT, r["choices"][0]["text"]))
+    events = sse(c.post("/v1/completions", json={"prompt": PII_PROMPT, "max_tokens": 6, "temperature": 0,
+                                                  "stream": True}).text)
+    got.append(("/v1/completions", PII_PROMPT, "".join(json.loads(e)["choices"][0]["text"] for e in events[:-1])))
+    r = c.post("/v1/chat/completions", json={"messages": msgs, "max_tokens": 4, "temperature": 0}).json()
+    got.append(("/v1/chat/completions", chat, r["choices"][0]["message"]["content"]))
+    events = sse(c.post("/v1/chat/completions", json={"messages": msgs, "max_tokens": 4, "temperature": 0,
+                                                       "stream": True}).text)
+    got.append(("/v1/chat/completions", chat, "".join(json.loads(e)["choices"][0]["delta"].get("content", "")
+                                                      for e in events[:-1])))
+    r = c.post("/v1/completions", json={"prompt": PII_PROMPT + " 13912345678" * 8})     # 180 tokens > 160
+    assert r.status_code == 400 and r.json()["error"]["code"] == "context_length_exceeded"
+    return got
+
+
+def test_the_request_log_holds_masked_prompts_and_replies_only(tmp_path):
+    path = tmp_path / "requests.jsonl"
+    with TestClient(serve.create_app(logged_model(), CharTokenizer(), LOGGED, serve.RequestLog(path))) as c:
+        got = pii_requests(c)
+        assert c.get("/healthz").status_code == 200 and c.post("/v1/generate", json={}).status_code == 422
+    text = path.read_text(encoding="utf-8")
+    for secret in list(PII) + ["4111111111111111", "zhang.san", "12345678", "19491231"]:
+        assert secret not in text
+    records = [json.loads(line) for line in text.splitlines()]
+    # one line per generation request that got past validation: not /healthz, not the 422
+    assert [(r["route"], r["status"]) for r in records] == [(route, 200) for route, _, _ in got] + [
+        ("/v1/completions", 400)]
+    for r, (route, prompt, reply) in zip(records, got):
+        assert all(mark in r["prompt"] for mark in PII.values()) and r["prompt"] == serve.mask_pii(prompt)
+        assert r["prompt_tokens"] == len(prompt)                     # CharTokenizer: a token a character
+        assert r["completion"] == serve.mask_pii(reply) and r["completion_tokens"] >= len(reply) > 0
+        assert r["seconds"] > 0 and r["time"].endswith("+00:00")
+    assert records[-1]["prompt"].count("[PHONE]") == 9 and records[-1]["completion_tokens"] == 0
+    assert path.stat().st_mode & 0o777 == 0o600                 # masked prompts are still users' words
+
+
+def test_no_request_log_without_the_flag(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with TestClient(serve.create_app(logged_model(), CharTokenizer(), LOGGED)) as c:
+        pii_requests(c)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_unwritable_request_log_is_refused_at_start(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        serve.main(["--request-log", str(tmp_path / "no" / "such" / "dir" / "log.jsonl")])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert e.value.code == 2 and "--request-log" in err and "cannot write it (No such file or directory)" in err
+
+
 # ------------------------------------------------------------------ over real HTTP
 
 @pytest.mark.slow

@@ -211,37 +211,6 @@ def test_corrupt_cached_model_and_tokenizer_say_cause_and_fix(small_corpus):
         tokenizer.book_tokenizer(cfg.vocab_size, cfg.corpus_chars)
 
 
-@pytest.mark.slow
-def test_data_parallel_follows_one_process(tmp_path):
-    """torchrun with 2 CPU workers (gloo) at the same global batch gives the one-process loss curve
-    and weights up to float noise, and only rank 0 writes."""
-    import json
-    import os
-    import shutil
-    import subprocess
-    import sys
-    from pathlib import Path
-    worker = str(Path(__file__).with_name("ddp_worker.py"))
-    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or shutil.which("torchrun")
-    assert torchrun, "torchrun ships with torch"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    one, two = tmp_path / "one.json", tmp_path / "two.json"
-    subprocess.run([sys.executable, worker, str(one)], check=True, env=env, timeout=300)
-    subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", worker, str(two)], check=True, env=env,
-                   timeout=300, cwd=tmp_path)
-    a, b = json.loads(one.read_text()), json.loads(two.read_text())
-    assert (a["world"], b["world"]) == (1, 2)
-    la, lb = a["history"]["train_loss"], b["history"]["train_loss"]
-    assert len(la) == len(lb) == 12 and la[-1] < la[0] - 0.3           # it learns
-    torch.testing.assert_close(torch.tensor(lb), torch.tensor(la), rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(torch.tensor(b["history"]["val_loss"]), torch.tensor(a["history"]["val_loss"]),
-                               rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(torch.tensor(b["weights"]), torch.tensor(a["weights"]), rtol=1e-4, atol=1e-4)
-    assert b["history"]["tokens_seen"] == a["history"]["tokens_seen"]
-    assert b["rows"] * 2 == a["rows"] == 12 * 8                      # each worker computed half of each batch
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["one.json", "two.json"]   # rank 1 wrote nothing
-
-
 def test_pretrain_cli_refuses_bad_settings(capsys):
     from gptbook.cli import pretrain
     with pytest.raises(SystemExit):

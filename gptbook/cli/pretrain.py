@@ -5,15 +5,16 @@ data-parallel on several (the same loop, `gptbook.train.train`):
     torchrun --standalone --nproc_per_node 2 -m gptbook pretrain --profile full      # 2 GPUs (or CPU workers)
 
 The result goes where chapters 03-05 look for it (the model cache, under the profile's key) unless
---out names a file. Under torchrun every worker trains on its share of each global batch; only
-rank 0 writes the checkpoint and prints. On GPUs each worker takes the GPU of its LOCAL_RANK
-(backend nccl); on CPU the workers talk over gloo.
+--out names a file. Under torchrun every worker draws the same global batch (batch_size rows) and
+trains on its share; only rank 0 writes the checkpoint and prints. On GPUs each worker takes the GPU
+of its LOCAL_RANK (backend nccl); on CPU (or with --set device=cpu) the workers talk over gloo.
+Data parallelism only (DistributedDataParallel: every worker holds the whole model); the book's
+sizes fit one GPU, so there is no FSDP.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -74,19 +75,14 @@ def write_manifest(path: Path, tok, hist, cfg, argv) -> None:
 
 def main(argv=None):
     args = parse(argv)
-    import torch
     import torch.distributed as dist
 
     from .. import config, train
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1:                                   # launched by torchrun
-        cuda = torch.cuda.is_available()
-        if cuda:
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group("nccl" if cuda else "gloo")
-    rank = dist.get_rank() if dist.is_initialized() else 0
+    cfg = config.setup(args.profile, seed=args.seed, **dict(args.settings))
+    # joined here rather than in train(): the workers wait below for rank 0's tokenizer
+    joined = train.join_workers(config.pick_device(cfg.device))
+    rank, world = train.distributed()
     try:
-        cfg = config.setup(args.profile, seed=args.seed, **dict(args.settings))
         if rank == 0:                               # the tokenizer is trained and cached once, by rank 0
             from ..tokenizer import book_tokenizer
             book_tokenizer(cfg.vocab_size, cfg.corpus_chars)
@@ -100,10 +96,10 @@ def main(argv=None):
             train.save_checkpoint(model, path, {"history": hist.to_dict()})
             if args.corpus == "broad":
                 write_manifest(path, tok, hist, cfg, argv if argv is not None else sys.argv[1:])
-            print(f"{train.distributed()[1]} worker(s), {len(hist.steps)} steps in {hist.seconds:.0f} s: "
+            print(f"{world} worker(s), {len(hist.steps)} steps in {hist.seconds:.0f} s: "
                   f"final validation loss {hist.final_val_loss:.3f} nats/token; saved {path}")
     finally:
-        if dist.is_initialized():
+        if joined:
             dist.destroy_process_group()
     return 0
 

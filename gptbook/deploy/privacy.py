@@ -4,7 +4,8 @@
 +CC numbers, North-American style) and ID numbers (the 18-character Chinese resident ID with its
 check digit verified; bank-card numbers that pass the Luhn check) by typed placeholders such as
 `[EMAIL]`. Regular expressions, not a model: they miss what they do not describe (names, addresses),
-which is why the service logs nothing unless asked (`--log-requests`) and masks what it does log.
+which is why the service logs no prompt unless asked (`serve --request-log FILE`) and masks what it
+logs.
 """
 from __future__ import annotations
 

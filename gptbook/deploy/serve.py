@@ -17,6 +17,12 @@ with a reason; a 500 means a bug and is counted in /metrics like every other res
 Errors: /v1/generate and /v1/limits answer FastAPI's {"detail": ...}; the OpenAI routes answer
 {"error": {"message", "type", "param", "code"}}, the shape OpenAI clients read.
 
+Prompts are not logged unless asked: create_app(..., request_log=RequestLog(path)) (`python -m
+gptbook serve --request-log FILE`) appends one JSON line per request to a generation route (streams
+too, with the text they sent): time, route, HTTP status, latency, token counts, and the prompt and
+completion passed through privacy.mask_pii first, so e-mail addresses, phone, ID and card numbers
+never reach the file (names and addresses are not recognised: see privacy.py).
+
 `python -m gptbook serve` runs it with uvicorn, with read timeouts and a connection cap (uvicorn_options);
 `--backend onnx` or `onnx-int8` serves the same model from onnxruntime (gptbook.deploy.onnx.backend):
 create_app takes any model with the GPT's interface, so validation, limits and metrics are the same.
@@ -28,12 +34,14 @@ import ipaddress
 import json
 import logging
 import math
+import os
 import tempfile
 import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
 from typing import Annotated, List, Literal, Optional
 
 import torch
@@ -46,6 +54,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..generate import check_sampling, generate
 from ..model import DeadlinePassed
 from .onnx import BACKENDS, backend
+from .privacy import mask_pii
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")   # examples; is_loopback() is the rule
 log = logging.getLogger("uvicorn.error")       # uvicorn prints this logger, so tracebacks show in its log
@@ -57,6 +66,7 @@ ROUTES = ("/v1/generate", "/v1/completions", "/v1/chat/completions", "/v1/models
 GENERATION_ROUTES = ("/v1/generate", "/v1/completions", "/v1/chat/completions")   # latency histogram
 BOOK_ROUTES = ("/v1/generate", "/v1/limits")   # FastAPI-style {"detail"} errors (chapter 05 reads them)
 CHAT_STOP = "\nuser:"                          # a chat reply also ends where the model starts the next user turn
+LOG_ENTRY = "gptbook.request_log"              # the scope key where a generation route leaves its log entry
 
 
 def is_loopback(host: str) -> bool:
@@ -169,8 +179,8 @@ class Guard:
     body is counted and timed while it arrives, every response (a 500 included) is counted, and an
     unexpected exception becomes a JSON 500 instead of a dropped keep-alive connection."""
 
-    def __init__(self, app, settings: ServeSettings, metrics: dict):
-        self.app, self.s, self.m = app, settings, metrics
+    def __init__(self, app, settings: ServeSettings, metrics: dict, request_log: Optional["RequestLog"] = None):
+        self.app, self.s, self.m, self.request_log = app, settings, metrics, request_log
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -204,6 +214,8 @@ class Guard:
                                           code="internal_error")
             await response(scope, receive, send_and_note)
         self.record(path, status or 500, t0)
+        if self.request_log is not None and LOG_ENTRY in scope:   # after the response: a stream's whole text
+            self.request_log.write(path, status or 500, time.perf_counter() - t0, scope[LOG_ENTRY])
 
     def refusal(self, scope, path: str):
         """A response for a request refused before the app sees it, else None."""
@@ -267,6 +279,35 @@ class Guard:
             self.m["errors"].labels(code).inc()
         if path in GENERATION_ROUTES:
             self.m["latency"].observe(time.perf_counter() - t0)
+
+
+class RequestLog:
+    """The optional request log (--request-log FILE): one JSON line per request that reached a
+    generation route with a valid body, written when its response has ended ("time"; "status" is the
+    HTTP status, 200 for a stream even if it ended with an error event). Every text goes through
+    mask_pii before it is written."""
+
+    def __init__(self, path):
+        self.path = str(path)
+        # created (or opened) now, so that a path that cannot be written fails at start, with the
+        # OSError's reason, not at the first request; 0o600: masked prompts are still users' words
+        os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
+        self.lock = threading.Lock()
+
+    def write(self, route: str, status: int, seconds: float, entry: dict):
+        """entry: what the route left in the scope (prompt; ids and job once they exist)."""
+        job = entry.get("job")
+        record = {"time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"), "route": route,
+                  "status": status, "seconds": round(seconds, 4),
+                  "prompt": mask_pii(entry.get("prompt", "")), "completion": mask_pii(job.text if job else ""),
+                  "prompt_tokens": len(entry.get("ids") or ()), "completion_tokens": len(job.new) if job else 0}
+        # UTF-8, so that Chinese stays readable (validation refuses lone surrogates, which have no UTF-8)
+        line = json.dumps(record, ensure_ascii=False) + "\n"
+        try:
+            with self.lock, open(self.path, "a", encoding="utf-8") as f:
+                f.write(line)
+        except OSError as e:   # the answer is sent already; the service goes on without this line
+            log.error("request log %s: cannot write (%s)", self.path, e.strerror or e)
 
 
 def _metrics(registry):
@@ -420,9 +461,11 @@ class Job:
 
 # ------------------------------------------------------------------ the app
 
-def create_app(model, tokenizer, settings: Optional[ServeSettings] = None) -> FastAPI:
+def create_app(model, tokenizer, settings: Optional[ServeSettings] = None,
+               request_log: Optional[RequestLog] = None) -> FastAPI:
     """A FastAPI app serving `model` (a gptbook GPT, or onnx.OnnxGPT: anything with the GPT's
     forward, config, num_params and deadline) with `tokenizer` (tokenizers.Tokenizer).
+    request_log: where requests to the generation routes are logged, masked (RequestLog); None: nowhere.
     Each generation runs inside `model.deadline(...)`, which stops it at the request's deadline and
     leaves the model as it was, so the model can still be used directly."""
     from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -439,7 +482,7 @@ def create_app(model, tokenizer, settings: Optional[ServeSettings] = None) -> Fa
     created = int(time.time())
     app = FastAPI(title="gptbook", version="0.1.0")
     app.state.settings, app.state.registry = s, registry
-    app.add_middleware(Guard, settings=s, metrics=m)
+    app.add_middleware(Guard, settings=s, metrics=m, request_log=request_log)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
@@ -530,23 +573,34 @@ def create_app(model, tokenizer, settings: Optional[ServeSettings] = None) -> Fa
             raise ApiError(504, f"generation took longer than {s.timeout_s} s", code="timeout")
         count(job, t0)
 
+    def log_entry(request: Request, prompt: str) -> dict:
+        """This request's entry for the request log, which Guard writes after the response; the
+        route adds the ids and the job as they come (a request refused on the way is logged too)."""
+        entry = request.scope[LOG_ENTRY] = {"prompt": prompt}
+        return entry
+
     @app.post("/v1/generate")
-    async def generate_endpoint(req: GenerateRequest):
+    async def generate_endpoint(req: GenerateRequest, request: Request):
         t0 = time.perf_counter()
-        ids = encode("/v1/generate", req.prompt)
+        entry = log_entry(request, req.prompt)
+        ids = entry["ids"] = encode("/v1/generate", req.prompt)
         job, fut = start(ids, req, req.max_new_tokens)
+        entry["job"] = job
         await finish(job, fut, t0)
         return {"text": tokenizer.decode(job.new), "prompt_tokens": len(ids),
                 "completion_tokens": len(job.new), "seconds": round(time.perf_counter() - t0, 4)}
 
-    async def openai_reply(path: str, req, prompt: str, max_tokens: int, stops: tuple, chat: bool):
+    async def openai_reply(request: Request, path: str, req, prompt: str, max_tokens: int, stops: tuple,
+                           chat: bool):
         """/v1/completions and /v1/chat/completions: one answer, or server-sent events when stream."""
         t0 = time.perf_counter()
+        entry = log_entry(request, prompt)
         if req.model is not None and req.model != s.model_name:
             raise ApiError(404, f"the model {req.model!r} does not exist; this server serves "
                                 f"{s.model_name!r}", param="model", code="model_not_found")
-        ids = encode(path, prompt, "messages" if chat else "prompt")
+        ids = entry["ids"] = encode(path, prompt, "messages" if chat else "prompt")
         job, fut = start(ids, req, max_tokens, stops)
+        entry["job"] = job
         rid = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}"
         head = {"id": rid, "object": "chat.completion" if chat else "text_completion",
                 "created": int(time.time()), "model": s.model_name}
@@ -601,17 +655,18 @@ def create_app(model, tokenizer, settings: Optional[ServeSettings] = None) -> Fa
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     @app.post("/v1/completions")
-    async def completions(req: CompletionRequest):
-        return await openai_reply("/v1/completions", req, req.prompt, req.max_tokens, tuple(req.stop or ()),
+    async def completions(req: CompletionRequest, request: Request):
+        return await openai_reply(request, "/v1/completions", req, req.prompt, req.max_tokens,
+                                  tuple(req.stop or ()),
                                   chat=False)
 
     @app.post("/v1/chat/completions")
-    async def chat_completions(req: ChatRequest):
+    async def chat_completions(req: ChatRequest, request: Request):
         if req.max_tokens is not None and req.max_completion_tokens is not None:
             raise ApiError(400, "give max_tokens or max_completion_tokens, not both",
                            param="max_completion_tokens")
         max_tokens = req.max_completion_tokens or req.max_tokens or s.max_new_tokens
-        return await openai_reply("/v1/chat/completions", req, chat_prompt(req.messages), max_tokens,
+        return await openai_reply(request, "/v1/chat/completions", req, chat_prompt(req.messages), max_tokens,
                                   tuple(req.stop or ()) + (CHAT_STOP,), chat=True)
 
     def model_card():
@@ -766,6 +821,10 @@ def main(argv=None):
     ap.add_argument("--backend", default="torch", choices=BACKENDS,
                     help="what runs the model: torch (PyTorch eager, default), onnx (onnxruntime fp32) or "
                          "onnx-int8 (onnxruntime, int8 weights); the ONNX ones export the model at start")
+    ap.add_argument("--request-log", default=None, metavar="FILE",
+                    help="append one JSON line per generation request to FILE (time, route, status, latency, "
+                         "token counts, prompt and completion with e-mail addresses, phone, ID and card "
+                         "numbers masked); default: prompts are not logged")
     a = ap.parse_args(argv)
     if not 1 <= a.port <= 65535:
         ap.error(f"--port must be in 1..65535, got {a.port}")
@@ -787,13 +846,17 @@ def main(argv=None):
         flags = {"max_new_tokens": "--max-new-tokens", "max_prompt_tokens": "--max-prompt-tokens",
                  "max_concurrency": "--max-concurrency", "timeout_s": "--timeout"}
         ap.error(f"{flags.get(name, name)} {rest}")
+    try:
+        request_log = RequestLog(a.request_log) if a.request_log else None
+    except OSError as e:
+        ap.error(f"--request-log {a.request_log}: cannot write it ({e.strerror or e})")
     cfg = config.setup(a.profile)
     model, tok, _ = train.pretrained(cfg)
     with tempfile.TemporaryDirectory(prefix="gptbook-serve-") as workdir:   # the ONNX files, if any
         if a.backend != "torch":
             print(f"exporting the model to ONNX ({a.backend}) ...", flush=True)
         served = backend(model.cpu().eval(), a.backend, workdir, threads=cfg.threads or 0)
-        app = create_app(served, tok, settings)
+        app = create_app(served, tok, settings, request_log)
         print(f"serving {settings.model_name} ({a.backend}) on http://{a.host}:{a.port}  (POST /v1/generate, "
               f"/v1/completions, /v1/chat/completions; GET /v1/models, /metrics, /healthz)")
         uvicorn.run(app, host=a.host, port=a.port, log_level="info", **uvicorn_options(settings))
