@@ -94,6 +94,7 @@ class Profile:
     sweep_steps: int = 20                    # ch03 §7: steps per learning-rate sweep run
     overfit_steps: int = 48                  # ch03 §7: steps of each over-fitting run
     overfit_examples: int = 16               # ch03 §7: size of the small training subset
+    distill_steps: int = 100                 # ch05 §5.2: steps of the half-depth student (distilled and plain)
 
     def model_config(self, **changes) -> GPTConfig:
         """The GPTConfig of the book's model in this profile."""
@@ -121,7 +122,7 @@ PROFILES = {
         apps_queries=None, arith_steps=4000,
         lora_rank=16, peft_steps=1000, sft_steps=1000, sft_lr=1e-3, dpo_steps=300, dpo_lr=1e-5,
         sweep_steps=300,
-        overfit_steps=1000, overfit_examples=64),
+        overfit_steps=1000, overfit_examples=64, distill_steps=1000),
 }
 
 

@@ -77,6 +77,23 @@ def plot_curves(xs, curves: dict, xlabel: str, ylabel: str, title: str = "", log
     return fig
 
 
+def plot_bars(labels, values, xlabel: str, title: str = "", errors=None, ax=None):
+    """One horizontal bar per label (long labels stay readable on the y axis), each with its value
+    written at its end; `errors` (half-widths) draws error bars."""
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(6, 0.45 * len(labels) + 1.2))
+    rows = range(len(labels))
+    ax.barh(rows, values, xerr=errors, capsize=3 if errors is not None else 0, color="tab:blue")
+    ax.set_yticks(list(rows), list(labels))
+    ax.invert_yaxis()                                   # first label on top, as in a table
+    for i, v in enumerate(values):
+        ax.annotate(f"{v:.4g}", (v, i), xytext=(3, 0), textcoords="offset points", va="center", fontsize=8)
+    ax.set_xlim(0, max(values) * 1.15)                  # room for the last value's text
+    ax.set(xlabel=xlabel, title=title)
+    ax.grid(alpha=0.3, axis="x")
+    fig.tight_layout()
+    return fig
+
+
 def label_points(ax, xs, ys, labels, fontsize: float = 7, steps=(6, 12, 18, 28, 40, 54)):
     """Write `labels[i]` next to the point (xs[i], ys[i]) so that no two labels overlap, no label
     covers a point, and every label stays inside the axes: each label takes the first free spot

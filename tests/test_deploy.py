@@ -285,3 +285,60 @@ def test_repeated_ratios_give_one_ratio_per_round():
     assert set(r) == {"a", "b"} and len(r["b"]) == 4 and r["a"] == [1.0] * 4
     with pytest.raises(ValueError, match="base"):
         bench.repeated_ratios({"a": lambda: None}, base="c")
+
+
+# ---------------------------------------------------------------- structured shrinking, distillation
+
+def test_drop_blocks_is_the_same_computation_without_the_dropped_blocks(tiny_model):
+    L = tiny_model.config.n_layer
+    assert L >= 2
+    keep = [L - 1]                      # the last block only: renumbered to block 0
+    small = prune.drop_blocks(tiny_model, keep)
+    assert small.config.n_layer == 1 and len(small.transformer.h) == 1
+    # the small model's forward equals running the big one's kept blocks by hand
+    idx = torch.randint(0, tiny_model.config.vocab_size, (2, 8))
+    with torch.no_grad():
+        t = tiny_model.transformer
+        x = t.wte(idx) + t.wpe(torch.arange(8))
+        for i in keep:
+            x, _ = t.h[i](x)
+        ref = tiny_model.lm_head(t.ln_f(x))
+        torch.testing.assert_close(small(idx).logits, ref)
+    assert bench.state_dict_bytes(small) < bench.state_dict_bytes(tiny_model)
+    assert small.lm_head.weight is small.transformer.wte.weight        # still tied
+    for bad in ([], [0, 0], [L]):
+        with pytest.raises(ValueError, match="distinct block indices"):
+            prune.drop_blocks(tiny_model, bad)
+
+
+def test_kd_loss_reduces_to_cross_entropy_and_to_kl():
+    from gptbook.deploy import distill
+    s, t = torch.randn(2, 5, 11), torch.randn(2, 5, 11)
+    y = torch.randint(0, 11, (2, 5))
+    ce = torch.nn.functional.cross_entropy(s.reshape(-1, 11), y.reshape(-1))
+    assert distill.kd_loss(s, t, y, alpha=1.0) == pytest.approx(ce.item())
+    assert distill.kd_loss(s, s, y, alpha=0.0).item() == pytest.approx(0.0, abs=1e-6)   # KL(p || p) = 0
+    kl = (t.softmax(-1) * (t.log_softmax(-1) - s.log_softmax(-1))).sum(-1).mean()
+    assert distill.kd_loss(s, t, y, temperature=1.0, alpha=0.0) == pytest.approx(kl.item(), rel=1e-5)
+    with pytest.raises(ValueError, match="temperature"):
+        distill.kd_loss(s, t, y, temperature=0.0)
+
+
+def test_distillation_moves_the_student_towards_the_teacher(tiny_model):
+    from gptbook import config
+    from gptbook.deploy import distill
+    from gptbook.train import batch_fn
+    cfg = config.setup("quick", seed=0)
+    tokens = torch.randint(0, tiny_model.config.vocab_size, (400,))
+    student = prune.drop_blocks(tiny_model, [0])
+    x = tokens[:64].view(4, 16)
+
+    def gap():
+        with torch.no_grad():
+            return torch.nn.functional.kl_div(student(x).logits.log_softmax(-1), tiny_model(x).logits.log_softmax(-1),
+                                              log_target=True, reduction="batchmean").item()
+    before = gap()
+    distill.distill(student, tiny_model, batch_fn(tokens, 16, 8, torch.Generator().manual_seed(0)), cfg,
+                    steps=30, alpha=0.0, learning_rate=3e-3, progress=False)
+    assert gap() < 0.5 * before
+    assert all(not p.requires_grad for p in tiny_model.parameters())   # the teacher stays frozen

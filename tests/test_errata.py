@@ -212,3 +212,22 @@ def test_sections_read_table_counts_every_erratum_and_refuses_unread_sections(mo
     monkeypatch.setitem(errata.REGISTRY, "E10", e.__class__(**{**e.__dict__, "section": "§42.1"}))
     with pytest.raises(ValueError, match=r"E10 \(002 §42\.1\)"):
         errata.index_markdown()
+
+
+def test_e3_the_mlm_formula_is_a_verbatim_copy_of_the_ar_formula():
+    """E3's 'what is true' says the document's MLM formula repeats its AR formula word for word: a
+    citation of the document, so it is checked against the document here rather than in the demo."""
+    assert "verbatim copy" in errata.get("E3").truth
+    text = _doc_text("000")
+    # both formulas: the softmax line, the sentence that introduces scores_i, the recurrence, its gloss
+    block = re.search(r"\\hat\{y_i\} = \\text\{softmax\}.*?为模型对前 \$i-1\$ 个词的预测得分。", text)
+    assert block, "the AR formula block is not in document 000 any more"
+    assert text.count(block.group(0)) == 2, "the formula block should occur twice (AR and MLM), verbatim"
+
+
+def test_citations_are_labelled_and_demonstrations_are_not():
+    kinds = {id: errata.get(id).kind for id in IDS}
+    assert {k for k in kinds.values()} <= set(registry.KINDS)
+    assert kinds["E46"] == "citation" and kinds["E9"] == "demonstration"
+    assert "Cited, not demonstrated" in errata.display.markdown("E46", "x")
+    assert "Shown by running it" in errata.display.markdown("E9", "x")

@@ -63,3 +63,11 @@ def test_legend_outside_covers_no_bar():
     assert not any(_overlap(lb, bar.get_window_extent(r)) for bar in ax.patches)
     assert leg.get_title().get_text() == "retriever" and len(leg.get_texts()) == 2
     plt.close("all")
+
+
+def test_bars_show_every_label_and_value():
+    fig = viz.plot_bars(["a long label", "b"], [3.0, 12.5], "perplexity", "t")
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["a long label", "b"]
+    assert [t.get_text() for t in ax.texts] == ["3", "12.5"]
+    assert ax.get_xlim()[1] > 12.5 and ax.get_xlabel() == "perplexity"

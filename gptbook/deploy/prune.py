@@ -34,3 +34,29 @@ def sparsity(model: nn.Module) -> float:
     params = [getattr(m, n) for m, n in prunable(model)]
     zeros = sum(int((p == 0).sum()) for p in params)
     return zeros / sum(p.numel() for p in params)
+
+
+# ---------------------------------------------------------------- structured: whole blocks
+
+def drop_blocks(model: nn.Module, keep) -> nn.Module:
+    """A smaller GPT made of the blocks `keep` of `model` (indices into model.transformer.h, kept in
+    that order), with the same embeddings, final LayerNorm and head.
+
+    This is structured shrinking: the result has fewer tensors, so its file is smaller and its
+    forward pass does less work on any hardware, unlike zeros inside dense matrices."""
+    from ..model import GPT
+    n = model.config.n_layer
+    keep = list(keep)
+    if not keep or len(set(keep)) != len(keep) or not all(0 <= i < n for i in keep):
+        raise ValueError(f"keep must list distinct block indices in 0..{n - 1}; got {keep}")
+    small = GPT(model.config.replace(n_layer=len(keep)))
+    state = {}
+    for name, t in model.state_dict().items():
+        if name.startswith("transformer.h."):
+            i, rest = name[len("transformer.h."):].split(".", 1)
+            if int(i) not in keep:
+                continue
+            name = f"transformer.h.{keep.index(int(i))}.{rest}"     # renumber the kept blocks 0..k-1
+        state[name] = t.clone()
+    small.load_state_dict(state)
+    return small.eval()

@@ -32,9 +32,19 @@ def _e18():
     m, x, out = tiny_forward((2, 9), next_token=True)  # inputs x_1..x_{n-1}, targets x_2..x_n
     manual = torch.stack([F.cross_entropy(out.logits[:, i], x[:, i + 1]) for i in range(8)]).mean()
     diff = abs(out.loss.item() - manual.item())
-    assert diff < 1e-5
-    return (f"the model's loss {out.loss.item():.4f} equals the mean over positions of -log p(next token) "
-            f"{manual.item():.4f} (diff {small(diff)}): one target per position, the next token only")
+    # the experiment: replace every token after position i; if the model kept the text that follows
+    # (「保留后文」), its prediction at i would move. The causal mask hides it, so nothing moves.
+    moved = []
+    with torch.no_grad():
+        for i in range(7):
+            y = x[:, :-1].clone()
+            y[:, i + 1:] = (y[:, i + 1:] + 1 + torch.arange(7 - i)) % 64
+            moved.append((m(y).logits[:, :i + 1] - out.logits[:, :i + 1]).abs().max().item())
+    assert diff < 1e-5 and max(moved) < 1e-5
+    return (f"changing every later token moves the predictions at earlier positions by at most "
+            f"{small(max(moved))} (the text that follows is hidden); the loss {out.loss.item():.4f} equals "
+            f"the mean over positions of -log p(next token) {manual.item():.4f} (diff {small(diff)}): "
+            f"one target per position, the next token only")
 
 
 @erratum("E24")

@@ -46,26 +46,39 @@ def _e2():
     import transformers.models
     from transformers import GPT2Model
     from .helpers import tiny_hf_config
+
+    def by_hand(h, w_qkv, b_qkv, w_out, b_out):
+        # softmax(QK^T / sqrt(d_k) + causal mask) V, heads re-assembled, output projection: nothing else
+        q, k, v = (h @ w_qkv + b_qkv).split(16, dim=2)
+        q, k, v = (t.view(1, 6, 2, 8).transpose(1, 2) for t in (q, k, v))
+        s = (q @ k.transpose(-2, -1) / math.sqrt(8)).masked_fill(torch.ones(6, 6).triu(1).bool(), float("-inf"))
+        return (F.softmax(s, -1) @ v).transpose(1, 2).reshape(1, 6, 16) @ w_out + b_out
+
     with seeded(0):
-        hf = GPT2Model(tiny_hf_config())
+        hf = GPT2Model(tiny_hf_config()).eval()
         m = tiny_gpt(n_layer=1)
         x = torch.randn(1, 6, 16)
-        attn = m.transformer.h[0].attn
-        with torch.no_grad():
-            y, _ = attn(x)
-            q, k, v = attn.c_attn(x).split(16, dim=2)
-            q, k, v = (t.view(1, 6, 2, 8).transpose(1, 2) for t in (q, k, v))
-            s = q @ k.transpose(-2, -1) / math.sqrt(8)
-            s = s.masked_fill(torch.ones(6, 6).triu(1).bool(), float("-inf"))
-            ref = attn.c_proj((F.softmax(s, -1) @ v).transpose(1, 2).reshape(1, 6, 16))
-    diff = (y - ref).abs().max().item()
-    classes = sorted({type(mod).__name__ for mod in hf.modules() if "Attention" in type(mod).__name__})
+        ids = torch.randint(0, 64, (1, 6))
+    seen = {}
+    hook = hf.h[0].attn.register_forward_hook(
+        lambda mod, args, kwargs, out: seen.update(h=args[0] if args else kwargs["hidden_states"], y=out[0]),
+        with_kwargs=True)
+    with torch.no_grad():
+        hf(ids)                                         # GPT-2's own first attention layer, inside the model
+        hook.remove()
+        a = hf.h[0].attn                                # Conv1D stores W as (in, out): h @ W + b
+        ref_hf = by_hand(seen["h"], a.c_attn.weight, a.c_attn.bias, a.c_proj.weight, a.c_proj.bias)
+        diff_hf = (seen["y"] - ref_hf).abs().max().item()
+        b = m.transformer.h[0].attn                     # nn.Linear stores W as (out, in)
+        ref_book = by_hand(x, b.c_attn.weight.T, b.c_attn.bias, b.c_proj.weight.T, b.c_proj.bias)
+        diff_book = (b(x)[0] - ref_book).abs().max().item()
     archs = [m.name for m in pkgutil.iter_modules(transformers.models.__path__)]
     dca = [n for n in archs if "dca" in n or "chain" in n]
-    assert diff < 1e-5 and classes == ["GPT2Attention"] and not dca
-    return (f"attention classes in GPT-2: {classes}; none of transformers' {len(archs)} "
-            f"architectures is a DCA ({dca}); the book "
-            f"GPT's attention equals softmax(QK^T/sqrt(d_k)+causal mask)V by hand (max diff {small(diff)})")
+    assert diff_hf < 1e-5 and diff_book < 1e-5 and not dca
+    return (f"Hugging Face's GPT-2 attention layer, run inside the model, equals softmax(QK^T/sqrt(d_k) + "
+            f"causal mask)V written by hand (max diff {small(diff_hf)}), and so does the book GPT's "
+            f"({small(diff_book)}): no extra mechanism; none of transformers' {len(archs)} architectures "
+            f"is a DCA ({dca})")
 
 
 @erratum("E3")
@@ -104,18 +117,24 @@ def _e10():
 @erratum("E13")
 def _e13():
     from transformers import GPT2LMHeadModel
+
+    from ..hf import from_hf
+    from ..model import count_params
     from .helpers import tiny_hf_config
     with seeded(0):
-        m = tiny_gpt()
         hf = GPT2LMHeadModel(tiny_hf_config(n_layer=2))
-    top = [n for n, _ in m.transformer.named_children()]
-    block = [n for n, _ in m.transformer.h[0].named_children()]
-    names = [n for n, _ in list(m.named_modules()) + list(hf.named_modules())]
+    names = [n for n, _ in hf.named_modules()]
     enc = [n for n in names if "encoder" in n or "cross" in n]
-    assert not enc and not hf.config.is_encoder_decoder
-    return (f"book GPT transformer = {top}, each block = {block}; modules named encoder/cross "
-            f"in the book GPT and HF GPT-2: {enc}; "
-            f"GPT2Config.is_encoder_decoder={hf.config.is_encoder_decoder}")
+    # the experiment: count GPT-2's parameters, and count what a decoder-only stack needs (embeddings,
+    # n_layer x (attention + MLP + 2 LayerNorms), final LayerNorm). An encoder, or a cross-attention
+    # reading one, would be weights beyond the second count.
+    have = sum(p.numel() for p in hf.parameters())
+    decoder_only = count_params(from_hf(hf).config)
+    block = [n for n, _ in hf.transformer.h[0].named_children()]
+    assert have == decoder_only and not enc and not hf.config.is_encoder_decoder
+    return (f"GPT-2 (2 layers) has {have:,} parameters, exactly the {decoder_only:,} of embeddings + blocks "
+            f"{block} + final norm: no weight is left for an encoder or a cross-attention; modules named "
+            f"encoder/cross: {enc}; GPT2Config.is_encoder_decoder={hf.config.is_encoder_decoder}")
 
 
 @erratum("E14")

@@ -27,9 +27,13 @@ class Erratum:
     claim: str        # the document's words, in Chinese
     truth: str        # what is true, in English
     demo: Callable[[], str]
+    # "demonstration": an experiment that would come out the other way if the document were right;
+    # "citation": the evidence is a source (a paper's date, a version); the demo checks what it quotes
+    kind: str = "demonstration"
 
 
 REGISTRY: dict = {}
+KINDS = ("demonstration", "citation")
 
 
 @functools.lru_cache(maxsize=1)
@@ -52,7 +56,10 @@ def erratum(id: str):
         if t["doc"] not in DOCS or t["chapter"] not in CHAPTERS:
             raise ValueError(f"erratum {id}: doc must be one of {list(DOCS)} and chapter one of "
                              f"{list(CHAPTERS)}, got doc={t['doc']!r} chapter={t['chapter']!r}")
-        REGISTRY[id] = Erratum(id, t["doc"], t["section"], t["chapter"], t["claim"], t["truth"], fn)
+        kind = t.get("kind", "demonstration")
+        if kind not in KINDS:
+            raise ValueError(f"erratum {id}: kind must be one of {KINDS}, got {kind!r}")
+        REGISTRY[id] = Erratum(id, t["doc"], t["section"], t["chapter"], t["claim"], t["truth"], fn, kind)
         return fn
     return wrap
 

@@ -93,18 +93,49 @@ def _e7():
 
 @erratum("E9")
 def _e9():
+    import copy
+    SEP, NO, YES = 60, 61, 62                       # token ids the task's text never uses
+
+    def task(n, g):                                 # 8 tokens; the label: are most of them >= 16?
+        x = torch.randint(0, 32, (n, 8), generator=g)
+        return x, ((x >= 16).sum(1) > 4).long()
+
+    def label_accuracy(m, x, y):                    # the label token the model puts after SEP
+        with torch.no_grad():
+            logits = m(torch.cat([x, torch.full((len(x), 1), SEP)], 1)).logits[:, -1, [NO, YES]]
+        return (logits.argmax(-1) == y).float().mean().item()
+
     with seeded(0):
-        m = tiny_gpt().train()
-        before = {n: p.detach().clone() for n, p in m.named_parameters()}
-        opt = torch.optim.AdamW(m.parameters(), lr=1e-3)
-        x = torch.randint(0, 64, (2, 8))
-        m(x, targets=x).loss.backward()
-        opt.step()
-    changed = [n for n, p in m.named_parameters() if not torch.equal(p, before[n])]
-    total = len(before)
-    assert len(changed) == total
-    return (f"one full fine-tuning step changes {len(changed)}/{total} parameter tensors "
-            f"(embeddings and every layer, not only the last ones)")
+        g = torch.Generator().manual_seed(0)
+        base = tiny_gpt(n_embd=32)
+        x_test, y_test = task(200, g)
+        further, tuned = copy.deepcopy(base).train(), copy.deepcopy(base).train()
+        start = {n: p.detach().clone() for n, p in tuned.named_parameters()}
+        opt_f, opt_t = (torch.optim.AdamW(m.parameters(), lr=3e-3) for m in (further, tuned))
+        lm_before = base(x_test[:, :-1], targets=x_test[:, 1:]).loss.item()
+        for _ in range(160):
+            x, y = task(32, g)
+            # further pre-training: the task's text with the language-model loss, no labels
+            further(x[:, :-1], targets=x[:, 1:]).loss.backward()
+            opt_f.step(), opt_f.zero_grad()
+            # fine-tuning (standard, full): the same text followed by SEP, loss on its label only
+            targets = torch.full((32, 9), -100)
+            targets[:, -1] = NO + y
+            tuned(torch.cat([x, torch.full((32, 1), SEP)], 1), targets=targets).loss.backward()
+            opt_t.step(), opt_t.zero_grad()
+        further.eval(), tuned.eval()
+        lm_after = further(x_test[:, :-1], targets=x_test[:, 1:]).loss.item()
+    acc = {name: label_accuracy(m, x_test, y_test) for name, m in
+           (("untrained", base), ("further pre-trained", further), ("fine-tuned", tuned))}
+    changed = sum(not torch.equal(p, start[n]) for n, p in tuned.named_parameters())
+    assert lm_after < lm_before - 0.3                                   # further pre-training did learn the text
+    # it never saw a label, so it labels no better than the untrained model
+    assert acc["further pre-trained"] < acc["untrained"] + 0.1 and acc["fine-tuned"] > 0.9
+    assert changed == len(start)
+    return (f"on a labelled toy task (200 test examples), further pre-training on its text lowers the LM loss "
+            f"{lm_before:.2f} -> {lm_after:.2f} but labels {acc['further pre-trained']:.0%} right, like the untrained "
+            f"model ({acc['untrained']:.0%}); fine-tuning on the labels: {acc['fine-tuned']:.0%}, and it changed "
+            f"{changed}/{len(start)} parameter tensors (embeddings and every layer, not only the last ones)")
 
 
 @erratum("E11")
