@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE ?= 1
 # stored notebook outputs are made and checked without progress bars (gptbook.config.progress_enabled)
 NBENV := GPTBOOK_NO_PROGRESS=1 GPTBOOK_INTERACTIVE=0
 
-.PHONY: book setup data lint test unit nbval lab exercises refresh reference bench load-bench gpu-smoke clean doctor lock
+.PHONY: book setup data lint test unit nbval lab exercises refresh reference bench load-bench gpu-smoke clean doctor lock browser-deps
 
 book: setup
 	$(PY) -m gptbook run --profile $(PROFILE) --output-dir build
@@ -60,6 +60,14 @@ lab: setup
 
 exercises: setup
 	$(PY) -m gptbook exercises release
+
+# tests/test_browser.py drives JupyterLab in Debian's headless chromium through chromium-driver (Selenium
+# gets the driver's path: it downloads nothing). Installed only when missing; needs root or sudo.
+browser-deps:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then echo "chromium and chromedriver: present"; \
+	else SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null \
+	  && echo "installed chromium and chromium-driver"; fi
 
 doctor: setup
 	$(PY) -m gptbook doctor

@@ -25,3 +25,10 @@ def tiny_model(tiny_config):
 def _seed():
     torch.manual_seed(0)
     yield
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """The real-browser test (marker `browser`) last: its chapter 04 loads the models that chapter 03
+    trains and caches, and `make test` runs the chapters under nbval after tests/, so on a clean clone
+    they are cached by then (the order of every other test is kept)."""
+    items.sort(key=lambda item: item.get_closest_marker("browser") is not None)
