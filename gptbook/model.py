@@ -62,6 +62,8 @@ class CausalSelfAttention(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.n_head, self.n_embd = config.n_head, config.n_embd
+        # the heads' total width: n_embd as built; less after prune.drop_heads removes some heads
+        self.head_size = config.n_embd // config.n_head
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v at once
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.attn_dropout = nn.Dropout(config.dropout)
@@ -73,8 +75,8 @@ class CausalSelfAttention(nn.Module):
         """mask: bool (B or 1, 1, T, S), True = may attend; None = plain causal.
         layer_past: (k, v) from earlier steps, each (B, nh, S-T, hs). Returns (y, (k, v))."""
         B, T, C = x.size()
-        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
-        hs = C // self.n_head
+        hs, inner = self.head_size, self.n_head * self.head_size
+        q, k, v = self.c_attn(x).split(inner, dim=2)
         q = q.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
         v = v.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
@@ -99,7 +101,7 @@ class CausalSelfAttention(nn.Module):
             att = att.masked_fill(~mask, float("-inf"))
             att = self.attn_dropout(F.softmax(att, dim=-1))
             y = att @ v                                          # (B, nh, T, hs)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)         # re-assemble the heads
+        y = y.transpose(1, 2).contiguous().view(B, T, inner)     # re-assemble the heads
         return self.resid_dropout(self.c_proj(y)), present
 
 

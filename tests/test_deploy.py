@@ -342,3 +342,42 @@ def test_distillation_moves_the_student_towards_the_teacher(tiny_model):
                     steps=30, alpha=0.0, learning_rate=3e-3, progress=False)
     assert gap() < 0.5 * before
     assert all(not p.requires_grad for p in tiny_model.parameters())   # the teacher stays frozen
+
+
+def test_a_masked_head_adds_nothing_and_its_weights_are_counted(tiny_model):
+    cfg = tiny_model.config
+    off = prune.mask_heads(tiny_model, {0: [1]})
+    attn, ref = off.transformer.h[0].attn, tiny_model.transformer.h[0].attn
+    size = cfg.n_embd // cfg.n_head
+    x = torch.randn(1, 5, cfg.n_embd)
+    with torch.no_grad():
+        # by hand: the layer's output without head 1's part of the concatenated heads
+        q, k, v = ref.c_attn(x).split(cfg.n_embd, dim=2)
+        heads = torch.nn.functional.scaled_dot_product_attention(
+            *(t.view(1, 5, cfg.n_head, size).transpose(1, 2) for t in (q, k, v)), is_causal=True)
+        y = heads.transpose(1, 2).reshape(1, 5, cfg.n_embd).clone()
+        y[..., size:2 * size] = 0
+        torch.testing.assert_close(attn(x)[0], ref.c_proj(y))
+    assert torch.equal(tiny_model.transformer.h[0].attn.c_proj.weight, ref.c_proj.weight)   # a copy was changed
+    # every weight of the layer belongs to one head, except the output projection's bias (shared)
+    assert prune.head_params(cfg) * cfg.n_head + cfg.n_embd == sum(p.numel() for p in ref.parameters())
+    with pytest.raises(ValueError, match="heads 0.."):
+        prune.mask_heads(tiny_model, {0: [cfg.n_head]})
+
+
+def test_dropped_heads_compute_what_masked_heads_compute_with_smaller_matrices(tiny_model):
+    cfg = tiny_model.config
+    gone = {0: [1], 1: [0]}
+    masked, dropped = prune.mask_heads(tiny_model, gone), prune.drop_heads(tiny_model, gone)
+    idx = torch.randint(0, cfg.vocab_size, (2, 9))
+    with torch.no_grad():
+        torch.testing.assert_close(dropped(idx).logits, masked(idx).logits)
+        # the KV cache works on the smaller layers too
+        torch.testing.assert_close(generate(dropped, idx[:, :3], 5, temperature=0.0, use_cache=True),
+                                   generate(dropped, idx[:, :3], 5, temperature=0.0, use_cache=False))
+    n = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert n(tiny_model) - n(dropped) == 2 * prune.head_params(cfg)
+    assert [b.attn.n_head for b in dropped.transformer.h] == [cfg.n_head - 1] * 2
+    assert all(b.attn.n_head == cfg.n_head for b in tiny_model.transformer.h)          # the original is untouched
+    with pytest.raises(ValueError, match="at least one head"):
+        prune.drop_heads(tiny_model, {0: list(range(cfg.n_head))})

@@ -60,3 +60,60 @@ def drop_blocks(model: nn.Module, keep) -> nn.Module:
         state[name] = t.clone()
     small.load_state_dict(state)
     return small.eval()
+
+
+def _heads_of(model: nn.Module, layer: int, heads) -> nn.Module:
+    attn = model.transformer.h[layer].attn
+    if not all(0 <= h < attn.n_head for h in heads):
+        raise ValueError(f"layer {layer} has heads 0..{attn.n_head - 1}; got {list(heads)}")
+    return attn
+
+
+def mask_heads(model: nn.Module, heads: dict) -> nn.Module:
+    """A copy of `model` with attention heads switched off, heads = {layer: [head, ...]}: each head's
+    slice of its layer's output projection (c_proj's input columns) is zeroed, so the head adds nothing
+    (how Michel, Levy & Neubig 2019 measure what a head is worth). The tensors keep their shapes."""
+    import torch
+    masked = copy.deepcopy(model).eval()
+    for layer, hs in heads.items():
+        attn, size = _heads_of(masked, layer, hs), masked.transformer.h[layer].attn.head_size
+        with torch.no_grad():
+            for h in hs:
+                attn.c_proj.weight[:, h * size:(h + 1) * size] = 0
+    return masked
+
+
+def drop_heads(model: nn.Module, heads: dict) -> nn.Module:
+    """A copy of `model` WITHOUT the attention heads heads = {layer: [head, ...]}: their rows of the
+    q, k, v projection and their columns of the output projection are cut out, so the layer computes
+    what mask_heads computes with smaller matrices (fewer bytes, less work). Each layer keeps its own
+    head count (CausalSelfAttention.n_head); the configuration still names the original one, so such a
+    model is for measuring and serving here, not for saving as a GPT checkpoint or mapping to GPT-2."""
+    import torch
+    small = copy.deepcopy(model).eval()
+    for layer, gone in heads.items():
+        attn = _heads_of(small, layer, gone)
+        keep = [h for h in range(attn.n_head) if h not in set(gone)]
+        if not keep:
+            raise ValueError(f"layer {layer} must keep at least one head")
+        hs, width = attn.head_size, attn.n_head * attn.head_size
+        cols = torch.cat([torch.arange(h * hs, (h + 1) * hs) for h in keep])     # the kept heads' channels
+        rows = torch.cat([cols + i * width for i in range(3)])                    # ... in q, in k and in v
+        c_attn = nn.Linear(attn.n_embd, len(rows), bias=attn.c_attn.bias is not None)
+        c_proj = nn.Linear(len(cols), attn.n_embd, bias=attn.c_proj.bias is not None)
+        with torch.no_grad():
+            c_attn.weight.copy_(attn.c_attn.weight[rows])
+            c_proj.weight.copy_(attn.c_proj.weight[:, cols])
+            if c_attn.bias is not None:
+                c_attn.bias.copy_(attn.c_attn.bias[rows])
+            if c_proj.bias is not None:
+                c_proj.bias.copy_(attn.c_proj.bias)
+        attn.c_attn, attn.c_proj, attn.n_head = c_attn, c_proj, len(keep)
+    return small
+
+
+def head_params(config) -> int:
+    """Weights one attention head owns: its rows of q, k and v (3 x head width x n_embd, + biases) and
+    its columns of the output projection (n_embd x head width)."""
+    size = config.n_embd // config.n_head
+    return 3 * size * config.n_embd + (3 * size if config.bias else 0) + config.n_embd * size
