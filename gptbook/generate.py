@@ -72,7 +72,8 @@ def generate(model, idx, max_new_tokens: int, temperature: float = 1.0, top_k: O
              top_p: Optional[float] = None, repetition_penalty: float = 1.0, use_cache: bool = True,
              attention_mask=None, eos_token_id: Optional[int] = None,
              generator: Optional[torch.Generator] = None,
-             on_token: Optional[Callable[[torch.Tensor], bool]] = None):
+             on_token: Optional[Callable[[torch.Tensor], bool]] = None,
+             logits_processor: Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = None):
     """Append max_new_tokens to idx (B, T) and return (B, T + new).
 
     Batched prompts are LEFT-padded with attention_mask (B, T) marking real tokens, so every row's
@@ -80,6 +81,9 @@ def generate(model, idx, max_new_tokens: int, temperature: float = 1.0, top_k: O
     kept (model.forward's past_key_values) and each step feeds only the newest token.
     on_token, when given, is called after each step with that step's new tokens (B, 1); returning
     True stops the generation there (the HTTP service streams text and ends at stop strings with it).
+    logits_processor, when given, is called each step with (idx (B, T) so far, next-token logits (B, V)),
+    after the repetition penalty and before sampling, and returns the logits to sample from: -inf on a
+    token bans it (gptbook.apps.safety.WordFilter bans listed words this way).
     """
     check_sampling(temperature, top_k, top_p, repetition_penalty)
     if max_new_tokens < 0:
@@ -104,6 +108,8 @@ def generate(model, idx, max_new_tokens: int, temperature: float = 1.0, top_k: O
         # padding is not "seen" text: point pad slots at the row's last (real) token instead
         seen = idx if mask is None else torch.where(mask.bool(), idx, idx[:, -1:])
         logits = apply_repetition_penalty(out.logits[:, -1, :], seen, repetition_penalty)
+        if logits_processor is not None:
+            logits = logits_processor(idx, logits)
         idx_next = sample_next(logits, temperature, top_k, top_p, generator)  # (B, 1)
         if eos_token_id is not None:
             # rows that already produced EOS keep emitting EOS

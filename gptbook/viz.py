@@ -94,6 +94,30 @@ def plot_bars(labels, values, xlabel: str, title: str = "", errors=None, ax=None
     return fig
 
 
+def plot_intervals(labels, series: dict, xlabel: str, ylabel: str = "", title: str = "", ref=None, ax=None):
+    """A forest plot: for each label (top to bottom as given) one point per series with its interval as a
+    horizontal line. series {name: (values, lower, upper)}, each a sequence over the labels; several
+    series sit side by side around their label. `ref` draws a vertical line (0 for a difference)."""
+    import numpy as np
+    height = 0.5 * len(labels) * max(1.0, len(series) ** 0.5) + 1.3
+    width = 7 + (2.5 if len(series) > 1 else 0)       # room for the legend beside the axes
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(width, height))
+    offsets = np.linspace(-0.15, 0.15, len(series)) if len(series) > 1 else [0.0]
+    for off, (name, (v, lo, hi)) in zip(offsets, series.items()):
+        v, lo, hi = (np.asarray(a, dtype=float) for a in (v, lo, hi))
+        ax.errorbar(v, np.arange(len(labels)) + off, xerr=[v - lo, hi - v], fmt="o", capsize=3, label=name)
+    if ref is not None:
+        ax.axvline(ref, color="k", lw=1)
+    ax.set_yticks(range(len(labels)), list(labels))
+    ax.invert_yaxis()                                   # first label on top, as in a table
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.grid(alpha=0.3, axis="x")
+    if len(series) > 1:
+        legend_outside(ax)
+    fig.tight_layout()
+    return fig
+
+
 def label_points(ax, xs, ys, labels, fontsize: float = 7, steps=(6, 12, 18, 28, 40, 54)):
     """Write `labels[i]` next to the point (xs[i], ys[i]) so that no two labels overlap, no label
     covers a point, and every label stays inside the axes: each label takes the first free spot

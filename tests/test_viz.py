@@ -71,3 +71,16 @@ def test_bars_show_every_label_and_value():
     assert [t.get_text() for t in ax.get_yticklabels()] == ["a long label", "b"]
     assert [t.get_text() for t in ax.texts] == ["3", "12.5"]
     assert ax.get_xlim()[1] > 12.5 and ax.get_xlabel() == "perplexity"
+
+
+def test_intervals_draw_each_series_around_its_label():
+    import matplotlib.pyplot as plt
+    series = {"x": ([1.0, 2.0], [0.5, 1.5], [1.5, 3.0]), "y": ([0.0, 1.0], [-1.0, 0.5], [1.0, 2.0])}
+    fig = viz.plot_intervals(["a", "b"], series, "value", "label", "t", ref=0)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["a", "b"] and ax.get_xlabel() == "value"
+    lines = [c for c in ax.containers]                             # one errorbar container per series
+    assert len(lines) == 2 and ax.get_legend() is not None
+    x, y = lines[0].lines[0].get_data()
+    assert list(x) == [1.0, 2.0] and y[0] < 0 < y[1]               # series x sits above its label's centre
+    plt.close("all")

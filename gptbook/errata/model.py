@@ -217,6 +217,11 @@ def _e41():
         y_eval = ln.eval()(x)
         d_train = drop.train()(x)
     mean, std = y_eval.mean(-1).abs().max().item(), y_eval.std(-1, unbiased=False).mean().item()
+    # what a normalisation does and a regulariser would not: the output ignores the input's scale and offset
+    with torch.no_grad():
+        moved = (ln(7.0 * x + 2.0) - y_eval).abs().max().item()
     assert torch.equal(y_train, y_eval) and not torch.equal(d_train, drop.eval()(x)) and mean < 1e-5
-    return (f"LayerNorm output is identical in train and eval mode (dropout's is not); each row has mean "
-            f"{small(mean)} and std {std:.3f}")
+    assert moved < 1e-4
+    return (f"LayerNorm output is identical in train and eval mode (dropout's is not: no noise); each row has "
+            f"mean {small(mean)} and std {std:.3f}; LN(7x + 2) = LN(x) (max diff {small(moved, 1e-4)}): "
+            f"it rescales, it does not penalise")

@@ -39,12 +39,17 @@ def pooled_features(model, seqs: Sequence[Sequence[int]], pad_id: int, batch_siz
     return out.numpy()
 
 
+def fit_probe(X, y):
+    """The linear probe: a class-balanced logistic regression on frozen features X (N, C), fitted."""
+    from sklearn.linear_model import LogisticRegression
+    return LogisticRegression(max_iter=3000, class_weight="balanced").fit(X, y)
+
+
 def probe_curve(features: Dict[str, tuple], y_train: Sequence[int], y_test: Sequence[int],
                 budgets: Sequence[Optional[int]], seeds: Sequence[int]) -> list:
     """features {name: (X_train, X_test)} -> rows {features, labels, seed, accuracy, macro_f1}: a
     class-balanced logistic regression trained on a stratified subset of `labels` training examples
     (None = all), one row per (name, budget, seed). The subsets are the same for every name."""
-    from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import accuracy_score, f1_score
 
     from .tasks import subsample
@@ -54,8 +59,7 @@ def probe_curve(features: Dict[str, tuple], y_train: Sequence[int], y_test: Sequ
         for seed in seeds:
             idx = subsample(list(range(len(y_train))), y_train.tolist(), n, seed)
             for name, (X_tr, X_te) in features.items():
-                clf = LogisticRegression(max_iter=3000, class_weight="balanced").fit(X_tr[idx], y_train[idx])
-                p = clf.predict(X_te)
+                p = fit_probe(X_tr[idx], y_train[idx]).predict(X_te)
                 rows.append({"features": name, "labels": len(idx), "seed": seed,
                              "accuracy": accuracy_score(y_test, p),
                              "macro_f1": f1_score(y_test, p, average="macro", zero_division=0)})
