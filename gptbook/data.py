@@ -376,7 +376,8 @@ def people_daily_sentences() -> list:
 
 
 def broad_corpus() -> dict:
-    """{source: [documents]}: every English and Chinese text the data bundle has, for pre-training the
+    """{source: [documents]}: the English and Chinese text of the bundle's sources named below (ACLSum,
+    added later for chapter 04's summaries, is not among them: the shipped model predates it), for pre-training the
     book's broad model (domain-adaptive pre-training: the unlabelled text of the tasks' training side
     included), with every text that heldout() reserves for testing left out. Shakespeare is one
     document per work; the chapter-03 validation stretch is removed by train.broad_corpus_tokens."""
