@@ -111,21 +111,29 @@ def stream_loss(model, ids: torch.Tensor, batch_size: int = 32, device=None, dty
     the first max_windows); a window is block_size tokens (None: the model's context). Returns
     (mean cross-entropy per predicted token in nats, number of predicted tokens)."""
     T = block_size or model.config.block_size
-    starts = list(range(0, ids.numel() - T, T))[:max_windows]
-    if not starts:
-        raise ValueError(f"need more than block_size={T} tokens, got {ids.numel()}")
     device = device or next(model.parameters()).device
     was = model.training
     model.eval()
-    total = 0.0
-    for i in range(0, len(starts), batch_size):
-        s = starts[i:i + batch_size]
-        x = torch.stack([ids[j:j + T] for j in s]).to(device)          # (B, T)
-        y = torch.stack([ids[j + 1:j + T + 1] for j in s]).to(device)  # (B, T)
+    total, n = 0.0, 0
+    for _, x, y in windows(ids, T, max_windows, batch_size):
+        x, y = x.to(device), y.to(device)
         with autocast(device, dtype):
             total += model(x, y).loss.float().item() * y.numel()
+        n += y.numel()
     model.train(was)
-    return total / (len(starts) * T), len(starts) * T
+    return total / n, n
+
+
+def windows(ids: torch.Tensor, T: int, max_windows: Optional[int] = None, batch_size: int = 32):
+    """The non-overlapping windows of a 1-D token tensor (all, or the first max_windows), in batches:
+    yields (starts, x (B, T), y (B, T)) with y = x shifted by one. Every held-out loss of the book
+    (stream_loss, and what reads the same positions, e.g. apps.safety.filter_cost) walks them here."""
+    starts = list(range(0, ids.numel() - T, T))[:max_windows]
+    if not starts:
+        raise ValueError(f"need more than block_size={T} tokens, got {ids.numel()}")
+    for i in range(0, len(starts), batch_size):
+        s = starts[i:i + batch_size]
+        yield s, torch.stack([ids[j:j + T] for j in s]), torch.stack([ids[j + 1:j + T + 1] for j in s])
 
 
 def nats_per_char(model, tok, texts, **kw) -> float:

@@ -135,8 +135,8 @@ def filter_cost(model, word_filter: WordFilter, ids: torch.Tensor, max_windows: 
     "in a listed word" / "collateral" (those banned tokens that do / do not lie in a listed word of
     the text), "ppl" (all positions, no filter), "ppl allowed" / "ppl allowed, filtered" (the other
     positions without and with the filter), "collateral words" (Counter)}"""
+    from ..train import windows
     T = model.config.block_size
-    starts = list(range(0, ids.numel() - T, T))[:max_windows]
     pieces = word_filter.pieces
     # character spans of the listed words in the text, to tell a listed word from collateral
     text = "".join(pieces[i] for i in ids.tolist())
@@ -147,10 +147,8 @@ def filter_cost(model, word_filter: WordFilter, ids: torch.Tensor, max_windows: 
             listed[m.start() + 1:m.end() + 1] = 1
     listed = listed.cumsum(0)                                                     # listed chars before c
     logp, log_keep, banned, in_word, words = [], [], [], [], Counter()
-    for b in range(0, len(starts), batch_size):
-        s = starts[b:b + batch_size]
-        x = torch.stack([ids[j:j + T] for j in s])                                # (B, T)
-        y = torch.stack([ids[j + 1:j + T + 1] for j in s]).flatten()              # (B*T,)
+    for s, x, y in windows(ids, T, max_windows, batch_size):                      # x, y (B, T)
+        y = y.flatten()                                                           # (B*T,)
         lp = torch.log_softmax(model(x).logits.float(), -1).flatten(0, 1)         # (B*T, V)
         contexts = [j + t for j in s for t in range(T)]                           # position of the last context token
         m = torch.stack([word_filter.banned(text[max(0, int(ends[c]) - 64):int(ends[c])]) for c in contexts])

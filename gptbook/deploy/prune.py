@@ -76,7 +76,8 @@ def mask_heads(model: nn.Module, heads: dict) -> nn.Module:
     import torch
     masked = copy.deepcopy(model).eval()
     for layer, hs in heads.items():
-        attn, size = _heads_of(masked, layer, hs), masked.transformer.h[layer].attn.head_size
+        attn = _heads_of(masked, layer, hs)
+        size = attn.head_size
         with torch.no_grad():
             for h in hs:
                 attn.c_proj.weight[:, h * size:(h + 1) * size] = 0
