@@ -107,6 +107,23 @@ def test_reference_passes(ch, q):
     assert out.status == CORRECT, out
 
 
+def test_judging_in_parallel_threads_is_correct():
+    """The grader judges several submissions at once in threads; problems whose cases build a
+    module from torch's global generator must not draw each other's numbers (CI once failed two
+    source notebooks this way). The grader side draws from the global generator only inside
+    core.seeded, which holds a lock."""
+    observed = [(q, q.observe(q.reference)) for _, q in PROBLEMS]     # in the kernel: one thread
+
+    def judge_all(_):                                                    # in the grader: many
+        return [(q.name, q.judge(obs).status) for q, obs in observed]
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        results = [r for rs in pool.map(judge_all, range(12)) for r in rs]
+    assert [name for name, status in results if status != CORRECT] == []
+    state = torch.get_rng_state()
+    problem_named("block_forward").cases()
+    assert torch.equal(state, torch.get_rng_state()), "building cases moved the learner's global generator"
+
+
 @pytest.mark.parametrize("ch,q", PROBLEMS, ids=IDS)
 def test_stub_is_not_attempted(ch, q):
     stub = _StubClass if isinstance(q.reference, type) else _stub

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from .. import mathx, model
-from .core import function_problem, gen, problems_of
+from .core import function_problem, gen, problems_of, seeded
 
 
 @function_problem("causal_mask", reference=mathx.causal_mask)
@@ -58,9 +58,9 @@ def _ref_block_forward(x, ln_1, attn, ln_2, mlp):
 def block_forward_cases():
     out = []
     for seed in (0, 1):
-        torch.manual_seed(seed)
-        blk = model.Block(model.GPTConfig(vocab_size=32, block_size=8, n_layer=1, n_head=2, n_embd=16,
-                                          flash=False)).eval()
+        with seeded(seed):
+            blk = model.Block(model.GPTConfig(vocab_size=32, block_size=8, n_layer=1, n_head=2, n_embd=16,
+                                              flash=False)).eval()
         x = torch.randn(2, 5, 16, generator=gen(10 + seed))
         out.append((x, blk.ln_1, lambda h, blk=blk: blk.attn(h)[0], blk.ln_2, blk.mlp))
     return out

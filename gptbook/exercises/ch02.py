@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from .. import mathx, model
-from .core import function_problem, gen, problems_of
+from .core import function_problem, gen, problems_of, seeded
 
 
 @function_problem("softmax", reference=mathx.softmax)
@@ -48,8 +48,8 @@ def _ref_sequence_logprob(logits, idx):
 @function_problem("sequence_logprob", reference=_ref_sequence_logprob, uses=(mathx.token_logprobs,))
 def sequence_logprob_cases():
     # logits from a tiny random GPT, as in chapter 02 (mathx.sequence_logprob does the forward)
-    torch.manual_seed(24)
-    gpt = model.GPT(model.GPTConfig(vocab_size=16, block_size=8, n_layer=1, n_head=2, n_embd=8)).eval()
+    with seeded(24):
+        gpt = model.GPT(model.GPTConfig(vocab_size=16, block_size=8, n_layer=1, n_head=2, n_embd=8)).eval()
     g = gen(24)
     out = []
     for shape in ((2, 6), (1, 2), (3, 8)):

@@ -9,7 +9,8 @@ import torch.nn.functional as F
 
 from .. import train
 from ..finetune import tasks
-from .core import Incorrect, Problem, _TimeLimit, compare, function_problem, gen, problem_text, problems_of
+from .core import (Incorrect, Problem, _TimeLimit, compare, function_problem, gen, problem_text, problems_of,
+                   seeded)
 
 
 class _RefLoRALinear(nn.Module):
@@ -36,8 +37,8 @@ class LoRALinear(Problem):
 
     @staticmethod
     def _base(d_in, d_out):
-        torch.manual_seed(30)                   # the same base layer in the kernel and in the grader
-        return nn.Linear(d_in, d_out)
+        with seeded(30):                        # the same base layer in the kernel and in the grader
+            return nn.Linear(d_in, d_out)
 
     def _observe(self, cls) -> list:
         out = []

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from .. import generate, model
 from ..apps import monitor
-from .core import function_problem, gen, problems_of
+from .core import function_problem, gen, problems_of, seeded
 
 
 def _ref_cosine_top_k(query, docs, k):
@@ -72,8 +72,8 @@ def _ref_greedy_decode(gpt, idx, max_new_tokens):
 
 @function_problem("greedy_decode", reference=_ref_greedy_decode, uses=(generate.generate,))
 def greedy_decode_cases():
-    torch.manual_seed(42)
-    gpt = model.GPT(model.GPTConfig(vocab_size=20, block_size=12, n_layer=1, n_head=2, n_embd=16)).eval()
+    with seeded(42):
+        gpt = model.GPT(model.GPTConfig(vocab_size=20, block_size=12, n_layer=1, n_head=2, n_embd=16)).eval()
     g = gen(43)
     return [(gpt, torch.randint(20, (1, 3), generator=g), 4),
             (gpt, torch.randint(20, (2, 5), generator=g), 3), (gpt, torch.tensor([[1]]), 0)]

@@ -94,9 +94,8 @@ def latency_percentile_cases():
 
 
 def _ref_prune_magnitude(weight, amount):
-    layer = torch.nn.Linear(weight.size(1), weight.size(0), bias=False)
-    with torch.no_grad():
-        layer.weight.copy_(weight)
+    layer = torch.nn.Module()             # a bare holder: nn.Linear would draw its init from the global generator
+    layer.weight = torch.nn.Parameter(weight.clone())
     # torch's L1 unstructured pruning: zero the round(amount * n) smallest |w|
     torch.nn.utils.prune.l1_unstructured(layer, "weight", amount=amount)
     return layer.weight.detach()

@@ -500,6 +500,19 @@ def function_problem(name: str, reference: Callable, uses: tuple = (), **options
     return lambda cases: FunctionProblem(name, reference, cases, uses, **options)
 
 
+_GLOBAL_RNG = threading.RLock()
+
+
+@contextlib.contextmanager
+def seeded(seed: int):
+    """Inside: torch's global generator seeded to `seed` (for modules whose constructors draw from
+    it), restored afterwards. One thread at a time: the global generator is shared by all threads,
+    so graders judging in parallel threads would otherwise draw each other's numbers."""
+    with _GLOBAL_RNG, torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
 def gen(seed: int) -> torch.Generator:
     """A CPU generator with this seed: cases draw from it, so they are the same on every call."""
     return torch.Generator().manual_seed(seed)
