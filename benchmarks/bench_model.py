@@ -1,12 +1,13 @@
 """Training and generation speed: the book's GPT against transformers.GPT2LMHeadModel, same run.
 
     python benchmarks/bench_model.py [--device cpu|cuda] [--repeats 3] [--json out.json]
-                                     [--nanogpt DIR] [--fused]
+                                     [--nanogpt DIR] [--fused] [--compile]
 
 With --nanogpt DIR (a checkout of github.com/karpathy/nanoGPT, or any folder holding its model.py;
 nothing of it is shipped here) nanoGPT's model joins the training comparison, with the same weights.
 With --fused the book's model is also timed with AdamW(fused=True) (a separate column), to decide
-whether the trainer should use it.
+whether the trainer should use it. With --compile the book's model is also timed under
+torch.compile (inductor; the compilation happens in the untimed warm-up steps and is reported apart).
 
 Both models get the same configuration (the one of ../shared/baseline.md: 4 layers, 4 heads,
 256 wide, context 256, vocab 8192, dropout 0) and the same weights (converted with gptbook.hf).
@@ -47,7 +48,7 @@ def train_tokens_per_s(model, batch, device, steps, dtype, fused=False):
             sync(device)
             t0 = time.perf_counter()
         with ctx:
-            if isinstance(model, GPT):
+            if isinstance(getattr(model, "_orig_mod", model), GPT):     # the book's, compiled or not
                 loss = model(x, x).loss
             elif hasattr(model, "generation_config"):        # transformers
                 loss = model(x, labels=x).loss
@@ -111,6 +112,7 @@ def main(argv=None):
     ap.add_argument("--json", help="also write the results to this file")
     ap.add_argument("--nanogpt", metavar="DIR", help="a nanoGPT checkout: its model joins the training comparison")
     ap.add_argument("--fused", action="store_true", help="also time the book's model with AdamW(fused=True)")
+    ap.add_argument("--compile", action="store_true", help="also time the book's model under torch.compile")
     a = ap.parse_args(argv)
     device = torch.device(a.device)
     if device.type == "cpu":
@@ -124,7 +126,15 @@ def main(argv=None):
     n_params = book.num_params()
     ng = load_nanogpt(a.nanogpt, book) if a.nanogpt else None
     # --- training throughput, alternating
-    tb, th, tn, tf = [], [], [], []
+    tb, th, tn, tf, tc = [], [], [], [], []
+    compiled, compile_s = None, None
+    if a.compile:
+        same_weights = GPT(cfg)
+        same_weights.load_state_dict(book.state_dict())
+        compiled = torch.compile(same_weights)
+        t0 = time.perf_counter()
+        train_tokens_per_s(compiled, (a.batch, 256), device, 1, dtype)    # compiles forward and backward
+        compile_s = time.perf_counter() - t0
     for _ in range(a.repeats):
         tb.append(train_tokens_per_s(book, (a.batch, 256), device, a.train_steps, dtype))
         th.append(train_tokens_per_s(hf, (a.batch, 256), device, a.train_steps, dtype))
@@ -132,6 +142,8 @@ def main(argv=None):
             tn.append(train_tokens_per_s(ng, (a.batch, 256), device, a.train_steps, dtype))
         if a.fused:
             tf.append(train_tokens_per_s(book, (a.batch, 256), device, a.train_steps, dtype, fused=True))
+        if compiled is not None:
+            tc.append(train_tokens_per_s(compiled, (a.batch, 256), device, a.train_steps, dtype))
     # --- generation: 16-token prompt, greedy, new tokens, with and without cache
     torch.manual_seed(0)
     book, hf = GPT(cfg), None
@@ -166,6 +178,10 @@ def main(argv=None):
     if tf:
         res["train_tok_s_book_fused_adamw"] = statistics.median(tf)
         res["train_ratio_fused_over_plain"] = statistics.median(tf) / statistics.median(tb)
+    if tc:
+        res["train_tok_s_book_compiled"] = statistics.median(tc)
+        res["train_ratio_compiled_over_eager"] = statistics.median(tc) / statistics.median(tb)
+        res["compile_seconds"] = compile_s
     if device.type == "cuda":
         # 6 N per token for forward+backward, plus attention 12 * L * T * C
         flops_per_tok = 6 * n_params + 12 * cfg.n_layer * 256 * cfg.n_embd
@@ -183,6 +199,9 @@ def main(argv=None):
     if tf:
         print(f"| training tokens/s, book GPT with AdamW(fused=True) | {res['train_tok_s_book_fused_adamw']:,.0f} | | "
               f"fused / plain {res['train_ratio_fused_over_plain']:.2f} |")
+    if tc:
+        print(f"| training tokens/s, book GPT under torch.compile | {res['train_tok_s_book_compiled']:,.0f} | | "
+              f"compiled / eager {res['train_ratio_compiled_over_eager']:.2f} (compiling: {compile_s:.0f} s) |")
     print(f"KV-cache speed-up (book): {res['kv_cache_speedup_book']:.1f}x; greedy tokens identical "
           f"(book cached / uncached / HF): {same}")
     print(json.dumps(res))

@@ -7,6 +7,9 @@ Starts the server on 127.0.0.1 at a free port (with an API key), then runs ab tw
   normal    --requests at --concurrency (at most --max-concurrency, so none should be refused);
   overload  --requests at --overload-concurrency, well above --max-concurrency: the extra requests
             should get 429 at once instead of queueing.
+With --workers 1,2,4 it instead measures scaling: for each count, a server with that many worker
+processes (`serve --workers N`) gets the same normal run; the table gives throughput and p95 and
+what a p95-target autoscaler would choose for a range of offered loads (decide_workers).
 Prints a table and one JSON line; /metrics is read before and after each run to check ab's counts.
 Needs ab (Debian/Ubuntu: apt-get install apache2-utils). Every step has a time limit.
 """
@@ -24,6 +27,8 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+
+from gptbook.deploy.bench import decide_workers
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"   # loopback only: this is a benchmark, not a test of someone else's server
@@ -113,6 +118,75 @@ def run_ab(url: str, body: Path, requests: int, concurrency: int, seconds: int, 
             "max_ms": rows[100]}
 
 
+def start_server(a, port: int, tmp: Path, workers: int = 1):
+    log = open(tmp / f"server-{workers}.log", "w")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "-m", "gptbook", "serve", "--host", HOST, "--port", str(port),
+                             "--api-key", API_KEY, "--profile", a.profile, "--workers", str(workers),
+                             "--max-concurrency", str(a.max_concurrency), "--max-new-tokens", str(a.max_tokens)],
+                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    return proc, log
+
+
+def measured_run(base: str, route: str, body: Path, n: int, c: int, seconds: int, tmp: Path) -> dict:
+    """One ab run with the server's own count of it by status code (the cross-check of ab's totals)."""
+    before = requests_by_code(base, route)
+    r = run_ab(base + route, body, n, c, seconds, tmp)
+    after = requests_by_code(base, route)
+    r["codes"] = {k: v - before.get(k, 0) for k, v in sorted(after.items()) if v - before.get(k, 0)}
+    r["server_total"] = sum(r["codes"].values())
+    r["server_non_2xx"] = sum(v for k, v in r["codes"].items() if not k.startswith("2"))
+    return r
+
+
+def consistent(r: dict) -> bool:
+    return r["socket_errors"] == 0 and r["server_total"] == r["complete"] and r["server_non_2xx"] == r["non_2xx"]
+
+
+def scaling_main(a, counts, body: Path, tmp: Path) -> int:
+    """--workers 1,2,4: the same normal run against 1, 2, 4 worker processes, then the autoscaler."""
+    scaling = {}
+    for w in counts:
+        port = free_port()
+        base = f"http://{HOST}:{port}"
+        proc, log = start_server(a, port, tmp, workers=w)
+        try:
+            startup = wait_healthy(proc, base, timeout=180)
+            for _ in range(2 * w):                      # warm every worker (requests spread over them)
+                run_ab(base + a.route, body, 1, 1, 30, tmp)
+            r = measured_run(base, a.route, body, a.requests, a.concurrency, a.seconds, tmp)
+            r["startup_s"] = round(startup, 2)
+            scaling[w] = r
+        except Exception:
+            log.flush()
+            print((tmp / f"server-{w}.log").read_text()[-2000:], file=sys.stderr)
+            raise
+        finally:
+            stop(proc)
+            log.close()
+    cores = os.cpu_count()
+    print(f"scaling on {cores} CPU cores: {a.route}, {a.max_tokens} tokens, ab -c {a.concurrency}, "
+          f"{a.requests} requests per count")
+    print(f"{'workers':>8s}{'rps':>10s}{'x 1':>8s}{'p50 ms':>10s}{'p95 ms':>10s}{'non-2xx':>9s}")
+    one = scaling[min(scaling)]["rps"]
+    for w, r in scaling.items():
+        print(f"{w:8d}{r['rps']:10.1f}{r['rps'] / one:8.2f}{r['p50_ms']:10.0f}{r['p95_ms']:10.0f}{r['non_2xx']:9d}")
+    slo = a.slo_p95_ms
+    print(f"autoscaler (p95 <= {slo:.0f} ms, at most 70 % busy): workers to run for an offered load")
+    decisions = {}
+    for share in (0.25, 0.5, 1.0, 1.5):
+        offered = share * one
+        w = decide_workers(scaling, offered, slo)
+        decisions[f"{offered:.1f}"] = w
+        print(f"  {offered:6.1f} req/s ({share:.2f} x one worker's throughput): "
+              + (f"{w} worker(s)" if w else "none of the measured counts: add machines, not workers"))
+    ok = all(consistent(r) and r["non_2xx"] == 0 for r in scaling.values())
+    print(json.dumps({"benchmark": "load-scaling", "client": "ab", "route": a.route, "cores": cores,
+                      "max_tokens": a.max_tokens, "concurrency": a.concurrency, "slo_p95_ms": slo,
+                      "consistent": ok, "scaling": scaling, "autoscaler": decisions}))
+    return 0 if ok else 1
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--requests", type=int, default=200, help="requests of the normal run (default 200)")
@@ -126,7 +200,20 @@ def main(argv=None):
     ap.add_argument("--route", default="/v1/completions", choices=["/v1/completions", "/v1/generate"])
     ap.add_argument("--seconds", type=int, default=20, help="time limit of each ab run (ab -t, default 20)")
     ap.add_argument("--profile", default="quick")
+    ap.add_argument("--workers", default=None, metavar="N[,N...]",
+                    help="measure scaling instead: the normal run against servers with each of these "
+                         "worker counts, e.g. 1,2,4")
+    ap.add_argument("--slo-p95-ms", type=float, default=1000.0,
+                    help="the p95 latency target the autoscaler keeps (with --workers; default 1000)")
     a = ap.parse_args(argv)
+    counts = None
+    if a.workers is not None:
+        try:
+            counts = sorted({int(x) for x in a.workers.split(",") if x.strip()})
+        except ValueError:
+            ap.error(f"--workers takes counts separated by commas, like 1,2,4; got {a.workers!r}")
+        if not counts or counts[0] < 1:
+            ap.error(f"--workers counts must be >= 1, got {a.workers!r}")
     if a.concurrency > a.max_concurrency:
         ap.error("--concurrency must be <= --max-concurrency: the normal run should get no 429")
     if a.overload_concurrency <= a.max_concurrency:
@@ -142,12 +229,12 @@ def main(argv=None):
     body = {"prompt": "ROMEO:", "temperature": 0.0}
     body["max_tokens" if a.route == "/v1/completions" else "max_new_tokens"] = a.max_tokens
     (tmp / "body.json").write_text(json.dumps(body))
-    log = open(tmp / "server.log", "w")
-    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([sys.executable, "-m", "gptbook", "serve", "--host", HOST, "--port", str(port),
-                             "--api-key", API_KEY, "--profile", a.profile,
-                             "--max-concurrency", str(a.max_concurrency), "--max-new-tokens", str(a.max_tokens)],
-                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    if counts:
+        try:
+            return scaling_main(a, counts, tmp / "body.json", tmp)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    proc, log = start_server(a, port, tmp)
     results = {}
     try:
         startup = wait_healthy(proc, base, timeout=120)
@@ -155,17 +242,10 @@ def main(argv=None):
         run_ab(base + a.route, tmp / "body.json", 1, 1, 30, tmp)
         for name, n, c in (("normal", a.requests, a.concurrency),
                            ("overload", a.overload_requests, a.overload_concurrency)):
-            before = requests_by_code(base, a.route)
-            r = run_ab(base + a.route, tmp / "body.json", n, c, a.seconds, tmp)
-            after = requests_by_code(base, a.route)
-            # the server's count of this run by code: the cross-check of ab's totals
-            r["codes"] = {k: v - before.get(k, 0) for k, v in sorted(after.items()) if v - before.get(k, 0)}
-            r["server_total"] = sum(r["codes"].values())
-            r["server_non_2xx"] = sum(v for k, v in r["codes"].items() if not k.startswith("2"))
-            results[name] = r
+            results[name] = measured_run(base, a.route, tmp / "body.json", n, c, a.seconds, tmp)
     except Exception:
         log.flush()
-        print((tmp / "server.log").read_text()[-2000:], file=sys.stderr)
+        print((tmp / "server-1.log").read_text()[-2000:], file=sys.stderr)
         raise
     finally:
         stop(proc)
@@ -188,8 +268,7 @@ def main(argv=None):
     # is a refused request's time (a 200 needs a whole generation, the normal run's p50 or more)
     print(f"overload: {refused:.0%} refused with 429; p50 {over['p50_ms']:.0f} ms "
           f"(the normal run's p50: {results['normal']['p50_ms']:.0f} ms)")
-    ok = all(r["socket_errors"] == 0 and r["server_total"] == r["complete"]
-             and r["server_non_2xx"] == r["non_2xx"] for r in results.values())
+    ok = all(consistent(r) for r in results.values())
     ok = ok and results["normal"]["non_2xx"] == 0
     print(json.dumps({"benchmark": "load", "client": "ab", "route": a.route, "max_tokens": a.max_tokens,
                       "max_concurrency": a.max_concurrency, "startup_s": round(startup, 2),

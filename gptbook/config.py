@@ -94,7 +94,7 @@ class Profile:
     sweep_steps: int = 20                    # ch03 §7: steps per learning-rate sweep run
     overfit_steps: int = 48                  # ch03 §7: steps of each over-fitting run
     overfit_examples: int = 16               # ch03 §7: size of the small training subset
-    distill_steps: int = 100                 # ch05 §5.2: steps of the half-depth student (distilled and plain)
+    distill_steps: int = 50                  # ch05 §5.2: steps of the half-depth student (distilled and plain)
 
     def model_config(self, **changes) -> GPTConfig:
         """The GPTConfig of the book's model in this profile."""

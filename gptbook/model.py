@@ -203,9 +203,11 @@ class GPT(nn.Module):
                              f"[{int(idx.min())}, {int(idx.max())}]")
 
     def forward(self, idx, targets=None, past_key_values=None, attention_mask=None,
-                position_ids=None, ignore_index: int = IGNORE_INDEX) -> GPTOutput:
+                position_ids=None, ignore_index: int = IGNORE_INDEX, logits: bool = True) -> GPTOutput:
         """idx: (B, T) token ids. targets: (B, T) or None. attention_mask: (B, S) 1 = real token,
-        0 = padding, S = past + T. Returns GPTOutput(logits (B, T, V), loss, past_key_values, h)."""
+        0 = padding, S = past + T. Returns GPTOutput(logits (B, T, V), loss, past_key_values, h).
+        logits=False skips the LM head (logits None; no targets then): heads that read only the
+        hidden states h save its B x T x V multiply, over a block's worth of work at a small width."""
         past_len = 0 if past_key_values is None else past_key_values[0][0].size(2)
         self._check_input(idx, past_len)
         B, T = idx.size()
@@ -238,6 +240,10 @@ class GPT(nn.Module):
                 x, present = block(x, mask=mask, layer_past=layer_past)
             presents.append(present)
         x = self.transformer.ln_f(x)
+        if not logits:
+            if targets is not None:
+                raise ValueError("targets need the logits: leave logits=True to get a loss")
+            return GPTOutput(None, None, tuple(presents), x)
         logits = self.lm_head(x)                                       # (B, T, V)
         loss = None
         if targets is not None:

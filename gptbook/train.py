@@ -173,10 +173,12 @@ def join_workers(device) -> bool:
 
 def train(model, get_train_batch: Callable, cfg: Profile, get_val_batch: Optional[Callable] = None,
           max_steps: Optional[int] = None, learning_rate: Optional[float] = None,
-          grad_accum: int = 1, progress: bool = True, loss_fn: Optional[Callable] = None) -> History:
+          grad_accum: int = 1, progress: bool = True, loss_fn: Optional[Callable] = None,
+          val_loss_fn: Optional[Callable] = None) -> History:
     """Train `model` in place. get_*_batch(device) -> (x, y). Returns a History.
 
-    loss_fn(model, x, y) -> loss lets fine-tuning reuse this loop with its own objective.
+    loss_fn(model, x, y) -> loss lets fine-tuning reuse this loop with its own objective;
+    val_loss_fn (default: loss_fn) is the one measured on validation batches, without gradients.
 
     Data-parallel under `torchrun` (see `python -m gptbook pretrain`): every worker draws the same
     GLOBAL batch (same generator seed), keeps its 1/world share of the rows, and DistributedDataParallel
@@ -252,7 +254,8 @@ def train(model, get_train_batch: Callable, cfg: Profile, get_val_batch: Optiona
         # right); the last step, the model that is returned
         if get_val_batch is not None and (step % cfg.eval_interval == 0 or last):
             hist.val_steps.append(step)
-            hist.val_loss.append(estimate_loss(model, get_val_batch, cfg.eval_iters, device, cfg.dtype, loss_fn))
+            hist.val_loss.append(estimate_loss(model, get_val_batch, cfg.eval_iters, device, cfg.dtype,
+                                               val_loss_fn or loss_fn))
             bar.set_postfix(train=f"{total:.3f}", val=f"{hist.val_loss[-1]:.3f}")
     hist.seconds = time.perf_counter() - t0
     model.eval()

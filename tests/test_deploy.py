@@ -381,3 +381,14 @@ def test_dropped_heads_compute_what_masked_heads_compute_with_smaller_matrices(t
     assert all(b.attn.n_head == cfg.n_head for b in tiny_model.transformer.h)          # the original is untouched
     with pytest.raises(ValueError, match="at least one head"):
         prune.drop_heads(tiny_model, {0: list(range(cfg.n_head))})
+
+
+def test_the_autoscaler_picks_the_fewest_workers_that_meet_the_target():
+    from gptbook.deploy.bench import decide_workers
+    measured = {1: {"rps": 10.0, "p95_ms": 900.0}, 2: {"rps": 18.0, "p95_ms": 500.0},
+                4: {"rps": 18.5, "p95_ms": 1400.0}}
+    assert decide_workers(measured, 5.0, 1000) == 1          # 10 x 0.7 = 7 >= 5
+    assert decide_workers(measured, 8.0, 1000) == 2          # one worker would run 80 % busy
+    assert decide_workers(measured, 8.0, 800) == 2           # one worker misses the p95 target
+    assert decide_workers(measured, 13.0, 1000) is None      # 4 workers have the throughput, not the p95
+    assert decide_workers(measured, 13.0, 1500) == 4

@@ -467,3 +467,12 @@ def test_generate_text_is_encode_generate_slice_decode(tiny_config):
     assert generate_text(model, tok, long, 6, crop=True, temperature=0.0) == tok.decode(ref)
     assert generate_text(model, type("L", (), {"encode": staticmethod(lambda s: [3, 4]),   # plain lists work too
                                                "decode": staticmethod(str)})(), "x", 2, temperature=0.0)
+
+
+def test_logits_false_skips_only_the_lm_head(tiny_model):
+    idx = torch.randint(0, tiny_model.config.vocab_size, (2, 7))
+    full, short = tiny_model(idx), tiny_model(idx, logits=False)
+    assert short.logits is None and short.loss is None
+    assert torch.equal(full.hidden_states, short.hidden_states)
+    with pytest.raises(ValueError, match="logits=True"):
+        tiny_model(idx, targets=idx, logits=False)

@@ -2,6 +2,7 @@
 import json
 import socket
 import threading
+from concurrent.futures import ThreadPoolExecutor
 import time
 from collections import Counter
 from types import SimpleNamespace
@@ -690,3 +691,66 @@ def test_the_cli_names_the_backends(capsys):
         serve.main(["--backend", "tensorrt"])
     err = capsys.readouterr().err
     assert e.value.code == 2 and "invalid choice: 'tensorrt'" in err and "onnx-int8" in err
+
+
+# ------------------------------------------------------------------ several worker processes
+
+@pytest.mark.slow
+def test_workers_share_one_port_and_metrics_sum_over_them(tmp_path):
+    """`serve --workers 2` (the shipped model, nothing to train): two processes answer on one port;
+    /metrics, answered by either, counts every request (prometheus_client's multiprocess mode)."""
+    import os
+    import subprocess
+    import sys
+
+    import psutil
+    from prometheus_client.parser import text_string_to_metric_families
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    log = open(tmp_path / "server.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "gptbook", "serve", "--port", str(port), "--workers", "2",
+                             "--weights", "book-broad", "--max-new-tokens", "4", "--request-log",
+                             str(tmp_path / "requests.jsonl")],
+                            env=dict(os.environ, HF_HUB_OFFLINE="1"), stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert proc.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
+            try:
+                health = httpx.get(base + "/healthz", timeout=1.0)
+                if len(psutil.Process(proc.pid).children()) >= 2:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, (tmp_path / "server.log").read_text()[-3000:]
+            time.sleep(0.3)
+        assert health.json()["parameters"] > 0
+        assert len(psutil.Process(proc.pid).children()) == 2     # uvicorn's supervisor and its 2 workers
+
+        def ask(i):
+            with httpx.Client(timeout=60) as c:          # a new connection each: either worker may take it
+                return c.post(base + "/v1/completions", json={"prompt": f"ROMEO {i}:", "max_tokens": 4}).status_code
+        with ThreadPoolExecutor(4) as pool:
+            codes = list(pool.map(ask, range(12)))
+        assert codes == [200] * 12
+        counts = {}
+        for _ in range(4):                               # whichever worker answers /metrics, the same sum
+            for family in text_string_to_metric_families(httpx.get(base + "/metrics").text):
+                for smp in family.samples:
+                    if smp.name == "gptbook_http_requests_total" and smp.labels.get("route") == "/v1/completions":
+                        counts.setdefault(smp.labels["code"], set()).add(smp.value)
+        assert counts == {"200": {12.0}}
+        lines = (tmp_path / "requests.jsonl").read_text().splitlines()
+        assert len(lines) == 12 and all(json.loads(x)["status"] == 200 for x in lines)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+
+
+def test_the_workers_option_is_checked(capsys):
+    with pytest.raises(SystemExit) as e:
+        serve.main(["--workers", "0"])
+    assert e.value.code == 2 and "--workers must be in 1..64" in capsys.readouterr().err

@@ -231,3 +231,16 @@ def load_test(url: str, payloads: Sequence[dict], concurrency: int = 8, headers:
         wall = time.perf_counter() - t0
     return {"latencies": [r[0] for r in results], "codes": [r[1] for r in results],
             "seconds": wall, "tokens": sum(r[2] for r in results)}
+
+
+def decide_workers(scaling: dict, offered_rps: float, slo_p95_ms: float, utilisation: float = 0.7):
+    """The worker count an autoscaler would choose from measurements `scaling` ({workers: {"rps":
+    throughput, "p95_ms": latency}}, each at the same offered concurrency): the fewest workers whose
+    p95 met the target and whose throughput covers `offered_rps` with headroom (at most
+    `utilisation` busy, as Kubernetes' HPA aims at a target utilisation). None when no measured count
+    can: more workers on this machine would not help, more machines would."""
+    for w in sorted(scaling):
+        r = scaling[w]
+        if r["p95_ms"] <= slo_p95_ms and r["rps"] * utilisation >= offered_rps:
+            return w
+    return None

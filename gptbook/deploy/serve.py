@@ -321,9 +321,12 @@ def _metrics(registry):
                           "latency of the generation routes (all codes; a stream until its end)",
                           buckets=(.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30), registry=registry),
         tokens=Counter("gptbook_generated_tokens", "new tokens generated", registry=registry),
+        # multiprocess_mode (used only under `serve --workers N`): the last request of any worker,
+        # and in-flight summed over the workers that are alive
         tps=Gauge("gptbook_tokens_per_second", "new tokens / second of the last request",
-                  registry=registry),
-        in_flight=Gauge("gptbook_in_flight", "requests admitted and not finished", registry=registry),
+                  registry=registry, multiprocess_mode="mostrecent"),
+        in_flight=Gauge("gptbook_in_flight", "requests admitted and not finished", registry=registry,
+                        multiprocess_mode="livesum"),
     )
 
 
@@ -476,6 +479,12 @@ def create_app(model, tokenizer, settings: Optional[ServeSettings] = None,
     GenerateRequest, CompletionRequest, ChatRequest = request_models(s, model.config.vocab_size)
     registry = CollectorRegistry()
     m = _metrics(registry)
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # `serve --workers N`: each worker writes its samples to that folder; /metrics, answered by
+        # whichever worker gets the request, reads all of them (prometheus_client's multiprocess mode)
+        from prometheus_client.multiprocess import MultiProcessCollector
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)
     slots = threading.BoundedSemaphore(s.max_concurrency)   # admission control
     model_lock = threading.Lock()                           # one generation at a time on the model
     pool = ThreadPoolExecutor(max_workers=s.max_concurrency, thread_name_prefix="gptbook-gen")
@@ -738,6 +747,32 @@ def _h11_with_header_timeout(seconds: float):
     return H11WithHeaderTimeout
 
 
+def __getattr__(name):
+    # `serve --workers N` hands uvicorn the protocol by name (its worker processes are spawned, and a
+    # class made inside a function cannot be sent to them); the deadline comes from the environment
+    if name == "WorkerH11":
+        return _h11_with_header_timeout(float(os.environ.get(_WORKER_ENV + "_READ_TIMEOUT", "10")))
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+_WORKER_ENV = "GPTBOOK_SERVE_WORKER"
+
+
+def worker_app():
+    """The app of one worker process of `serve --workers N` (uvicorn calls it in each process): the
+    options main() put in $GPTBOOK_SERVE_WORKER; each worker loads its own copy of the model and uses
+    its share of the CPU threads."""
+    from .. import config, train
+    opts = json.loads(os.environ[_WORKER_ENV])
+    cfg = config.setup(opts["profile"])
+    torch.set_num_threads(opts["threads"])
+    model, tok, _ = train.pretrained(cfg, weights=opts["weights"])
+    workdir = tempfile.mkdtemp(prefix="gptbook-serve-")       # the ONNX files, if any; in /tmp
+    served = backend(model.cpu().eval(), opts["backend"], workdir, threads=opts["threads"])
+    request_log = RequestLog(opts["request_log"]) if opts["request_log"] else None
+    return create_app(served, tok, ServeSettings(**opts["settings"]), request_log)
+
+
 def uvicorn_options(settings: ServeSettings) -> dict:
     """uvicorn.Config keywords for these settings, shared by `serve` and BackgroundServer."""
     return dict(
@@ -825,7 +860,16 @@ def main(argv=None):
                     help="append one JSON line per generation request to FILE (time, route, status, latency, "
                          "token counts, prompt and completion with e-mail addresses, phone, ID and card "
                          "numbers masked); default: prompts are not logged")
+    ap.add_argument("--weights", default="book",
+                    help="which pre-trained model: book (default, trained by chapter 03), book-broad (shipped "
+                         "in the repository, no training needed), gpt2 ... gpt2-xl (the Hugging Face hub) or "
+                         "a folder with a Hugging Face GPT-2 checkpoint")
+    ap.add_argument("--workers", type=int, default=1,
+                    help="worker processes, each with its own copy of the model and an equal share of the "
+                         "CPU threads (default 1); /metrics sums over them")
     a = ap.parse_args(argv)
+    if not 1 <= a.workers <= 64:
+        ap.error(f"--workers must be in 1..64, got {a.workers}")
     if not 1 <= a.port <= 65535:
         ap.error(f"--port must be in 1..65535, got {a.port}")
     if not is_loopback(a.host) and not a.api_key:
@@ -834,7 +878,9 @@ def main(argv=None):
     prompt_tokens = block_size - a.max_new_tokens if a.max_prompt_tokens is None else a.max_prompt_tokens
     settings = ServeSettings(max_new_tokens=a.max_new_tokens, max_prompt_tokens=prompt_tokens,
                              max_concurrency=a.max_concurrency, timeout_s=a.timeout,
-                             api_key=a.api_key or None, model_name=f"gptbook-{a.profile}")
+                             api_key=a.api_key or None,
+                             model_name={"book": f"gptbook-{a.profile}", train.SHIPPED: f"gptbook-{a.profile}-broad"}
+                             .get(a.weights, os.path.basename(os.path.normpath(a.weights))))
     try:
         if a.max_new_tokens >= block_size:
             raise ValueError(f"--max-new-tokens {a.max_new_tokens} leaves no room for a prompt in the "
@@ -850,8 +896,10 @@ def main(argv=None):
         request_log = RequestLog(a.request_log) if a.request_log else None
     except OSError as e:
         ap.error(f"--request-log {a.request_log}: cannot write it ({e.strerror or e})")
+    if a.workers > 1:
+        return _serve_workers(a, settings)
     cfg = config.setup(a.profile)
-    model, tok, _ = train.pretrained(cfg)
+    model, tok, _ = train.pretrained(cfg, weights=a.weights)
     with tempfile.TemporaryDirectory(prefix="gptbook-serve-") as workdir:   # the ONNX files, if any
         if a.backend != "torch":
             print(f"exporting the model to ONNX ({a.backend}) ...", flush=True)
@@ -860,4 +908,29 @@ def main(argv=None):
         print(f"serving {settings.model_name} ({a.backend}) on http://{a.host}:{a.port}  (POST /v1/generate, "
               f"/v1/completions, /v1/chat/completions; GET /v1/models, /metrics, /healthz)")
         uvicorn.run(app, host=a.host, port=a.port, log_level="info", **uvicorn_options(settings))
+    return 0
+
+
+def _serve_workers(a, settings: ServeSettings) -> int:
+    """`serve --workers N`: uvicorn's own supervisor runs N processes on one socket (it restarts a
+    worker that dies); each builds its app with worker_app(). The model must load before workers
+    start, so a missing model is reported here, once, with the usual message."""
+    import uvicorn
+
+    from .. import config, train
+    cfg = config.setup(a.profile)
+    train.pretrained(cfg, weights=a.weights)    # trains or fails here, once, not in every worker
+    threads = max(1, (cfg.threads or os.cpu_count() or 1) // a.workers)
+    with tempfile.TemporaryDirectory(prefix="gptbook-metrics-") as metrics_dir:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        os.environ[_WORKER_ENV + "_READ_TIMEOUT"] = str(settings.read_timeout_s)
+        os.environ[_WORKER_ENV] = json.dumps({"profile": a.profile, "weights": a.weights, "backend": a.backend,
+                                              "threads": threads,
+                                              "request_log": a.request_log, "settings": asdict(settings)})
+        print(f"serving {settings.model_name} ({a.backend}) on http://{a.host}:{a.port} with {a.workers} "
+              f"worker processes, {threads} thread(s) each", flush=True)
+        options = uvicorn_options(settings)
+        options["http"] = f"{__name__}:WorkerH11"      # by name: the workers are spawned processes
+        uvicorn.run(f"{__name__}:worker_app", factory=True, workers=a.workers, host=a.host, port=a.port,
+                    log_level="info", **options)
     return 0

@@ -53,7 +53,7 @@ class GPTForSequenceClassification(nn.Module):
 
     def forward(self, idx, attention_mask=None, labels=None) -> HeadOutput:
         mask = attention_mask if attention_mask is not None else (idx != self.pad_token_id).long()
-        h = self.gpt(idx, attention_mask=mask).hidden_states          # (B, T, C)
+        h = self.gpt(idx, attention_mask=mask, logits=False).hidden_states   # (B, T, C)
         pooled = h[torch.arange(idx.size(0), device=idx.device), last_token_index(mask)]  # (B, C)
         logits = self.score(pooled)                                    # (B, num_labels)
         loss = F.cross_entropy(logits, labels) if labels is not None else None
@@ -72,7 +72,7 @@ class GPTForTokenClassification(nn.Module):
 
     def forward(self, idx, attention_mask=None, labels=None) -> HeadOutput:
         mask = attention_mask if attention_mask is not None else (idx != self.pad_token_id).long()
-        h = self.gpt(idx, attention_mask=mask).hidden_states           # (B, T, C)
+        h = self.gpt(idx, attention_mask=mask, logits=False).hidden_states   # (B, T, C)
         logits = self.classifier(self.dropout(h))                       # (B, T, L)
         loss = None
         if labels is not None:
@@ -127,9 +127,12 @@ def batcher(seqs: list, labels: list, batch_size: int, pad_id: int, generator: t
 
 def train_head(model: nn.Module, seqs: list, labels: list, cfg: Profile, pad_id: int,
                steps: Optional[int] = None, learning_rate: Optional[float] = None,
-               progress: bool = False, seed_offset: int = 0, val: Optional[tuple] = None):
+               progress: bool = False, seed_offset: int = 0, val: Optional[tuple] = None,
+               wrap_loss: Optional[Callable] = None):
     """Fine-tune a head model (ours or HF's) with gptbook.train.train. Returns a History; with
-    val=(seqs, labels) it holds validation losses too (every cfg.eval_interval steps)."""
+    val=(seqs, labels) it holds validation losses too (every cfg.eval_interval steps). wrap_loss
+    turns the training loss_fn into another (robust.fgm: adversarial training); validation keeps
+    the plain loss."""
     from ..train import train
     g = torch.Generator().manual_seed(cfg.seed + seed_offset)
     get = batcher(seqs, labels, cfg.finetune_batch_size, pad_id, g)
@@ -139,7 +142,21 @@ def train_head(model: nn.Module, seqs: list, labels: list, cfg: Profile, pad_id:
     def loss_fn(m, x, y):
         return m(x, attention_mask=(x != pad_id).long(), labels=y).loss
     return train(model, get, cfg, max_steps=steps or cfg.finetune_steps, get_val_batch=get_val,
-                 learning_rate=learning_rate or cfg.finetune_lr, progress=progress, loss_fn=loss_fn)
+                 learning_rate=learning_rate or cfg.finetune_lr, progress=progress,
+                 loss_fn=wrap_loss(loss_fn) if wrap_loss else loss_fn,
+                 val_loss_fn=loss_fn if wrap_loss else None)
+
+
+@torch.no_grad()
+def predict_proba(model: nn.Module, seqs: list, pad_id: int, batch_size: int = 64) -> torch.Tensor:
+    """Sequence heads: (N, num_labels) class probabilities (softmax of the logits), on the CPU."""
+    device = next(model.parameters()).device
+    model.eval()
+    out = []
+    for i in range(0, len(seqs), batch_size):
+        x, mask = pad(seqs[i:i + batch_size], pad_id, "right")
+        out.append(model(x.to(device), attention_mask=mask.to(device)).logits.float().softmax(-1).cpu())
+    return torch.cat(out)
 
 
 @torch.no_grad()

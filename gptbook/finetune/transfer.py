@@ -33,7 +33,7 @@ def pooled_features(model, seqs: Sequence[Sequence[int]], pad_id: int, batch_siz
     for i in range(0, len(seqs), batch_size):
         rows = order[i:i + batch_size]
         x, mask = pad([seqs[j] for j in rows], pad_id, side="right")
-        h = model(x.to(device), attention_mask=mask.to(device)).hidden_states.float()
+        h = model(x.to(device), attention_mask=mask.to(device), logits=False).hidden_states.float()
         out[rows] = mean_pool(h, mask.to(device)).cpu()
     model.train(was)
     return out.numpy()
