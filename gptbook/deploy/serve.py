@@ -758,19 +758,32 @@ def __getattr__(name):
 _WORKER_ENV = "GPTBOOK_SERVE_WORKER"
 
 
+def _served_app(profile: str, weights: str, backend_name: str, threads: int, workdir: str,
+                settings: ServeSettings, request_log: Optional[RequestLog]) -> FastAPI:
+    """The app `serve` runs: the profile's pre-trained model (`weights`) on `backend_name`, with
+    `threads` CPU threads (0: the profile's), ONNX files (if any) in workdir. Shared by the
+    one-process server and by each worker of `serve --workers N`."""
+    from .. import config, train
+    cfg = config.setup(profile)
+    if threads:
+        torch.set_num_threads(threads)
+    model, tok, _ = train.pretrained(cfg, weights=weights)
+    served = backend(model.cpu().eval(), backend_name, workdir, threads=threads or cfg.threads or 0)
+    return create_app(served, tok, settings, request_log)
+
+
 def worker_app():
     """The app of one worker process of `serve --workers N` (uvicorn calls it in each process): the
     options main() put in $GPTBOOK_SERVE_WORKER; each worker loads its own copy of the model and uses
     its share of the CPU threads."""
-    from .. import config, train
+    import atexit
+    import shutil
     opts = json.loads(os.environ[_WORKER_ENV])
-    cfg = config.setup(opts["profile"])
-    torch.set_num_threads(opts["threads"])
-    model, tok, _ = train.pretrained(cfg, weights=opts["weights"])
-    workdir = tempfile.mkdtemp(prefix="gptbook-serve-")       # the ONNX files, if any; in /tmp
-    served = backend(model.cpu().eval(), opts["backend"], workdir, threads=opts["threads"])
+    workdir = tempfile.mkdtemp(prefix="gptbook-serve-")       # the ONNX files, if any; removed at exit
+    atexit.register(shutil.rmtree, workdir, ignore_errors=True)
     request_log = RequestLog(opts["request_log"]) if opts["request_log"] else None
-    return create_app(served, tok, ServeSettings(**opts["settings"]), request_log)
+    return _served_app(opts["profile"], opts["weights"], opts["backend"], opts["threads"], workdir,
+                       ServeSettings(**opts["settings"]), request_log)
 
 
 def uvicorn_options(settings: ServeSettings) -> dict:
@@ -898,13 +911,10 @@ def main(argv=None):
         ap.error(f"--request-log {a.request_log}: cannot write it ({e.strerror or e})")
     if a.workers > 1:
         return _serve_workers(a, settings)
-    cfg = config.setup(a.profile)
-    model, tok, _ = train.pretrained(cfg, weights=a.weights)
     with tempfile.TemporaryDirectory(prefix="gptbook-serve-") as workdir:   # the ONNX files, if any
         if a.backend != "torch":
             print(f"exporting the model to ONNX ({a.backend}) ...", flush=True)
-        served = backend(model.cpu().eval(), a.backend, workdir, threads=cfg.threads or 0)
-        app = create_app(served, tok, settings, request_log)
+        app = _served_app(a.profile, a.weights, a.backend, 0, workdir, settings, request_log)
         print(f"serving {settings.model_name} ({a.backend}) on http://{a.host}:{a.port}  (POST /v1/generate, "
               f"/v1/completions, /v1/chat/completions; GET /v1/models, /metrics, /healthz)")
         uvicorn.run(app, host=a.host, port=a.port, log_level="info", **uvicorn_options(settings))
