@@ -11,10 +11,12 @@ export HF_HUB_OFFLINE ?= 1
 # stored notebook outputs are made and checked without progress bars (gptbook.config.progress_enabled)
 NBENV := GPTBOOK_NO_PROGRESS=1 GPTBOOK_INTERACTIVE=0
 
-.PHONY: book setup data lint test unit nbval lab exercises refresh reference bench load-bench gpu-smoke clean doctor lock browser-deps
+.PHONY: book setup data lint test test-weights unit nbval lab exercises refresh reference bench load-bench gpu-smoke clean doctor lock browser-deps
 
+# WEIGHTS=gpt2 (... gpt2-xl, or a folder saved with save_pretrained): chapters 02-05 on OpenAI's GPT-2;
+# a hub name needs HF_HUB_OFFLINE=0 once, to download it
 book: setup
-	$(PY) -m gptbook run --profile $(PROFILE) --output-dir build
+	$(PY) -m gptbook run --profile $(PROFILE) --output-dir build $(if $(WEIGHTS),-p weights=$(WEIGHTS))
 
 setup: $(VENV)/.installed data
 
@@ -32,10 +34,14 @@ data: $(VENV)/.installed
 lint: setup
 	$(VENV)/bin/ruff check gptbook tests benchmarks
 
-# everything: lint, every test (slow and network ones too), every chapter under nbval
+# everything but `make test-weights`: lint, every test (slow and network ones too), every chapter under nbval
 test: setup lint
-	$(NBENV) $(PY) -m pytest tests chapters --nbval --nbval-current-env \
+	$(NBENV) $(PY) -m pytest tests chapters --nbval --nbval-current-env -m "not weights" \
 	  --nbval-sanitize-with chapters/reference/sanitize.cfg -q -p no:randomly $(PYTEST_ARGS)
+
+# chapters 02-05 executed on a GPT-2-shaped checkpoint folder (weights=...): every cell must run
+test-weights: setup
+	$(NBENV) $(PY) -m pytest tests/test_weights.py -q $(PYTEST_ARGS)
 
 # the fast loop (well under 2 minutes): no kernels, servers, nbgrader, ONNX export, MiniLM or downloads
 unit: setup

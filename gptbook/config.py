@@ -14,6 +14,10 @@ import torch
 CHAPTERS = {"01": "01_architecture", "02": "02_math", "03": "03_finetuning",
             "04": "04_applications", "05": "05_deployment"}
 
+# the pre-trained models a chapter can start from (Profile.weights); gptbook.train.pretrained loads them
+BOOK_WEIGHTS = ("book", "book-broad")       # the book's own: trained live / shipped in gptbook/weights
+GPT2_SIZES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")   # OpenAI's, from the Hugging Face hub
+
 
 @dataclass(frozen=True)
 class GPTConfig:
@@ -95,6 +99,17 @@ class Profile:
     overfit_steps: int = 48                  # ch03 §7: steps of each over-fitting run
     overfit_examples: int = 16               # ch03 §7: size of the small training subset
     distill_steps: int = 50                  # ch05 §5.2: steps of the half-depth student (distilled and plain)
+    # which pre-trained model chapters 02-05 start from: "book" (trained live by chapter 03, offline),
+    # "book-broad" (shipped), a GPT2_SIZES name (needs the hub once) or a folder with a Hugging Face
+    # GPT-2 checkpoint. The chapters' asserted claims were measured on "book".
+    weights: str = "book"
+
+    def __post_init__(self):
+        w = self.weights
+        if not isinstance(w, str) or not (w in BOOK_WEIGHTS + GPT2_SIZES or os.path.isdir(os.path.expanduser(w))):
+            raise ValueError(f"weights={w!r} is neither one of {list(BOOK_WEIGHTS + GPT2_SIZES)} nor a folder; "
+                             f"use 'book' (offline, the default), a GPT-2 size (needs the Hugging Face hub once), "
+                             f"or a folder saved with GPT2LMHeadModel.save_pretrained")
 
     def model_config(self, **changes) -> GPTConfig:
         """The GPTConfig of the book's model in this profile."""
@@ -193,6 +208,24 @@ def setup(profile: str = "quick", seed: Optional[int] = None, **overrides) -> Pr
     cfg = get_profile(profile, seed=run_seed(seed), **overrides)
     seed_everything(cfg.seed, cfg.threads)
     return cfg
+
+
+def claim(cfg: Profile, holds, message: str = "") -> bool:
+    """A conclusion a chapter draws from a measurement. The chapters' claims were measured on the
+    book's own model, so with cfg.weights == "book" a claim is asserted (`assert holds, message`);
+    with other weights (GPT-2, a folder) it is checked and reported, not enforced: the prose beside
+    it describes the book's model, and whether it also holds for these weights is the finding.
+    Returns whether it holds."""
+    holds = bool(holds)
+    if cfg.weights == "book":
+        assert holds, message
+    elif not holds:
+        if not message:   # name the claim by its line in the chapter
+            import inspect
+            caller = inspect.stack(context=1)[1]
+            message = (caller.code_context or ["?"])[0].strip()
+        print(f"[claim measured on weights='book'; it does not hold with weights={cfg.weights!r}] {message}")
+    return holds
 
 
 def progress_enabled(requested: bool = True) -> bool:

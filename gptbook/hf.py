@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import torch
 
+from . import config
 from .model import GPT, GPTConfig
 
 # weights stored transposed in HF's Conv1D
@@ -86,7 +87,7 @@ def from_hf(hf_model) -> GPT:
 
 
 # OpenAI's released sizes (all share one tokenizer: gptbook.tokenizer.gpt2_bpe)
-GPT2_SIZES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
+GPT2_SIZES = config.GPT2_SIZES
 
 
 def load_gpt2(weights: str) -> GPT:
@@ -104,8 +105,9 @@ def load_gpt2(weights: str) -> GPT:
                          f"or a folder holding a Hugging Face GPT-2 checkpoint")
     from transformers import GPT2LMHeadModel
     from transformers.utils import logging as hf_logging
-    level = hf_logging.get_verbosity()
+    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()    # no "Loading weights" bar in every chapter that loads them
     try:
         hf = GPT2LMHeadModel.from_pretrained(str(folder) if folder.is_dir() else weights).eval()
     except (OSError, ValueError) as e:   # hub unreachable / offline, or a folder without a checkpoint
@@ -116,6 +118,8 @@ def load_gpt2(weights: str) -> GPT:
                          f"and pass weights=FOLDER") from None
     finally:
         hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
     gpt = from_hf(hf)
     V = gpt.config.vocab_size
     grown = GPT(gpt.config.replace(vocab_size=V + 1)).eval()

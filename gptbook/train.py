@@ -8,7 +8,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -378,10 +378,24 @@ def pretrain(cfg: Profile, progress: bool = True, corpus: str = "book"):
 def pretrained_key(cfg: Profile) -> str:
     """The name of the book's pre-trained GPT in the cache: every setting that changes its weights,
     so a changed profile never loads a stale model."""
+    if cfg.weights != "book":   # models fine-tuned from other weights are cached under their name
+        return weights_key(cfg.weights)
     keys = ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "dropout", "batch_size",
             "max_steps", "learning_rate", "min_lr", "warmup_steps", "weight_decay", "grad_clip",
             "corpus_chars", "seed", "dtype")
     return "gpt-" + "-".join(str(getattr(cfg, k)) for k in keys)
+
+
+def weights_key(weights: str) -> str:
+    """A cache name for pre-trained weights other than the book's live-trained ones: the name itself
+    ("book-broad", "gpt2"...), or for a folder its name and a checksum of its path, config and the
+    weight files' sizes and times (another checkpoint saved there gets another name)."""
+    folder = Path(weights).expanduser()
+    if not folder.is_dir():
+        return weights
+    parts = [str(folder.resolve())] + [f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}"
+                                       for p in sorted(folder.iterdir()) if p.is_file()]
+    return f"hf-{folder.resolve().name}-{hashlib.sha256(chr(10).join(parts).encode()).hexdigest()[:8]}"
 
 
 
@@ -437,15 +451,17 @@ def cached_model(path, build: Callable, what: str, rebuild: str = "", into=None,
     return model.eval(), extra
 
 
-def pretrained(cfg: Profile, progress: bool = True, retrain: bool = False, weights: str = "book"):
-    """The book's pre-trained GPT for this profile: loaded from the cache, or trained and cached.
+def pretrained(cfg: Profile, progress: bool = True, retrain: bool = False, weights: Optional[str] = None):
+    """The pre-trained GPT a chapter starts from (`weights`, by default the profile's `weights`): for
+    "book", the book's own model for this profile, loaded from the cache, or trained and cached.
     Returns (model, tokenizer, History).
 
-    weights: "book" (default, offline: trained live on Shakespeare and Chinese news), "book-broad"
+    weights: "book" (offline: trained live on Shakespeare and Chinese news), "book-broad"
     (the same architecture pre-trained on the broad corpus, shipped in the repository: shipped_model),
     or OpenAI's GPT-2 ("gpt2", "gpt2-medium", "gpt2-large",
     "gpt2-xl", or a folder with a Hugging Face GPT-2 checkpoint), mapped into the book's GPT with
     GPT-2's tokenizer (gptbook.hf.load_gpt2); its History is empty (nobody here trained it)."""
+    weights = weights or cfg.weights
     if weights == SHIPPED:
         return shipped_model(cfg)
     if weights != "book":
@@ -454,6 +470,7 @@ def pretrained(cfg: Profile, progress: bool = True, retrain: bool = False, weigh
         return load_gpt2(weights), gpt2_bpe(), History()
     from . import data
     from .tokenizer import book_tokenizer
+    cfg = replace(cfg, weights="book")   # the cache key of the live-trained model (pretrained_key)
     trained = {}
 
     def build():

@@ -198,6 +198,7 @@ def test_gpt2_offline_names_the_cause_and_both_ways_out(monkeypatch, tmp_path):
 
 
 @pytest.mark.network
+@pytest.mark.online
 def test_real_gpt2_small_perplexity():
     """Run this one on a machine with the internet (pytest -m network): OpenAI's gpt2 (124M) mapped into
     the book's GPT gives transformers' own loss on a sentence (1e-4), and a low perplexity there."""

@@ -58,6 +58,8 @@ def test_bad_arguments_say_what_to_do(tmp_path):
     nb = _nb(tmp_path / "09_demo.ipynb", "print(1)")
     with pytest.raises(SystemExit, match=r"unknown parameter\(s\) \['max_steps'\].*\['profile', 'seed'\]"):
         runmod.run([str(nb)], parameters={"max_steps": 100}, output_dir=str(tmp_path / "out"))
+    with pytest.raises(SystemExit, match=r"weights='gpt5' is neither one of \['book', 'book-broad', 'gpt2'.*folder"):
+        runmod.run(["03"], parameters={"weights": "gpt5"}, output_dir=str(tmp_path / "out"))
 
 
 def test_cli_dispatch_unknown_command(capsys):

@@ -74,7 +74,15 @@ def run(chapters: Iterable[str] = (), profile: str = "quick", output_dir: str = 
         if unknown:
             raise SystemExit(f"unknown parameter(s) {unknown} for {nb.stem}; its parameters are "
                              f"{sorted(known)} (profile sizes are chosen with --profile)")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if "weights" in params:   # checked once here, not as a traceback in every chapter's first cell
+        from dataclasses import replace
+        try:
+            replace(PROFILES[profile], weights=params["weights"])
+        except ValueError as e:
+            raise SystemExit(str(e)) from None
+    from ..config import GPT2_SIZES
+    if params.get("weights") not in GPT2_SIZES:   # the hub is needed only to download OpenAI's GPT-2
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("GPTBOOK_INTERACTIVE", "0")   # headless: printed demos, not widgets nobody sees
     if refresh:  # stored outputs must not depend on the cache state: no progress bars (see config)
         os.environ["GPTBOOK_NO_PROGRESS"] = "1"
