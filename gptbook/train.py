@@ -378,8 +378,8 @@ def pretrain(cfg: Profile, progress: bool = True, corpus: str = "book"):
 def pretrained_key(cfg: Profile) -> str:
     """The name of the book's pre-trained GPT in the cache: every setting that changes its weights,
     so a changed profile never loads a stale model."""
-    if cfg.weights != "book":   # models fine-tuned from other weights are cached under their name
-        return weights_key(cfg.weights)
+    if cfg.weights != "book":   # fine-tuned from other weights: their name, and what else shapes them
+        return f"{weights_key(cfg.weights)}-{cfg.block_size}-{cfg.seed}-{cfg.dtype}"
     keys = ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "dropout", "batch_size",
             "max_steps", "learning_rate", "min_lr", "warmup_steps", "weight_decay", "grad_clip",
             "corpus_chars", "seed", "dtype")

@@ -33,6 +33,9 @@ def gpt2_folder(tmp_path_factory):
 def test_weights_are_checked_and_keyed(gpt2_folder, tmp_path):
     cfg = config.get_profile("quick", weights=str(gpt2_folder))
     assert train.pretrained_key(cfg).startswith("hf-tiny-gpt2-")
+    # what is fine-tuned from them depends on the seed too (the book's key has it among its settings)
+    assert train.pretrained_key(cfg) != train.pretrained_key(config.get_profile("quick", weights=str(gpt2_folder),
+                                                                                 seed=1338))
     assert train.pretrained_key(config.get_profile("quick")).startswith("gpt-4096-")   # the book's, unchanged
     gpt, tok, _ = train.pretrained(cfg)
     assert gpt.config.vocab_size == 50258 and gpt.config.block_size == 1024
