@@ -19,6 +19,12 @@ BOOK_WEIGHTS = ("book", "book-broad")       # the book's own: trained live / shi
 GPT2_SIZES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")   # OpenAI's, from the Hugging Face hub
 
 
+def needs_hub(weights: Optional[str]) -> bool:
+    """Whether `weights` must come from the Hugging Face hub: only OpenAI's GPT-2 names do; the book's
+    weights and a local folder load offline (so a run may set HF_HUB_OFFLINE=1 for them)."""
+    return weights in GPT2_SIZES
+
+
 @dataclass(frozen=True)
 class GPTConfig:
     vocab_size: int = 50257

@@ -22,6 +22,15 @@ def test_head_pools_the_last_non_pad_token(tiny_config):
     torch.testing.assert_close(clf(x).logits, clf.score(h), rtol=1e-5, atol=1e-6)
 
 
+def test_mean_pooling_head_averages_the_real_tokens_and_ignores_padding(tiny_config):
+    clf = GPTForSequenceClassification(GPT(tiny_config), 3, PAD, pool="mean").eval()
+    x = torch.tensor([[5, 6, 7, PAD, PAD]])
+    h = clf.gpt(x[:, :3]).hidden_states.mean(1)          # the mean of tokens 5, 6, 7
+    torch.testing.assert_close(clf(x).logits, clf.score(h), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="pool must be"):
+        GPTForSequenceClassification(GPT(tiny_config), 3, PAD, pool="max")
+
+
 def test_padding_does_not_change_the_classification(tiny_config):
     clf = GPTForSequenceClassification(GPT(tiny_config), 3, PAD).eval()
     seqs = [[5, 6, 7, 8, 9, 10], [11, 12], [13, 14, 15, 16]]

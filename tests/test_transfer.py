@@ -78,3 +78,66 @@ def test_heldout_split_is_disjoint_and_about_a_fifth():
     assert len(pool) + len(test) == 2000 and not {r[0] for r in pool} & {r[0] for r in test}
     assert 300 < len(test) < 500
     assert transfer.heldout_split(rows)[1] == test
+
+
+def _cfg(**kw):
+    from gptbook import config
+    return config.get_profile("quick").__class__(name="t", finetune_steps=3, finetune_batch_size=4,
+                                                  block_size=16, **kw)
+
+
+def test_recall_by_novelty_splits_seen_from_unseen_names():
+    from gptbook.finetune import tasks
+    chars = [list("张三去北京"), list("李四去上海")]
+    gold = [["B-PER", "I-PER", "O", "B-LOC", "I-LOC"], ["B-PER", "I-PER", "O", "B-LOC", "I-LOC"]]
+    pred = [["B-PER", "I-PER", "O", "O", "O"], ["O", "O", "O", "B-LOC", "I-LOC"]]
+    r = tasks.recall_by_novelty(chars, gold, pred, known={"张三", "北京"})
+    assert r == {"seen": 0.5, "unseen": 0.5, "unseen_share": 0.5}
+    assert tasks.recall_by_novelty(chars, gold, gold, known=set())["unseen"] == 1.0
+
+
+def test_tagger_curve_scores_each_init_and_the_dictionary_on_the_same_subsets(tiny_model):
+    sents = [(list("张三去北京了"), ["B-PER", "I-PER", "O", "B-LOC", "I-LOC", "O"]),
+             (list("李四在上海"), ["B-PER", "I-PER", "O", "B-LOC", "I-LOC"])] * 6
+    tags = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+    import copy
+    rows = transfer.tagger_curve({"a": lambda: copy.deepcopy(tiny_model), "b": lambda: copy.deepcopy(tiny_model)},
+                                 _CharTok(), sents[:10], sents[10:], tags, [4, None], [0, 1], _cfg())
+    assert len(rows) == 2 * 2 * 3 and {r["labels"] for r in rows} == {4, 10}
+    d = [r for r in rows if r["features"] == "dictionary of the same sentences"]
+    assert all(r["recall_unseen"] == 0 for r in d)           # a dictionary cannot find a name it never saw
+    assert all(r["entity_f1"] == 1.0 for r in d if r["labels"] == 10)   # every test name is in training
+    a = {(r["labels"], r["seed"]): r["entity_f1"] for r in rows if r["features"] == "a"}
+    b = {(r["labels"], r["seed"]): r["entity_f1"] for r in rows if r["features"] == "b"}
+    assert a == b                                             # same init, subset, head and batches: same score
+
+
+def test_dialogue_heldout_split_keeps_every_question_on_one_side():
+    from gptbook import data
+    from gptbook.finetune import tasks
+    pool, test = transfer.dialogue_heldout_split(data.load_dialogues("english"))
+    assert not tasks.shared_questions(pool, test), "a held-out question is also in the fine-tuning pool"
+    assert all(data.heldout(q) for q, *_ in test) and not any(data.heldout(q) for q, *_ in pool)
+    assert len(test) > 100 and len(pool) > 4 * len(test) // 2
+
+
+def test_dialogue_curve_rows(tiny_model):
+    import copy
+    pairs = [(f"question {i}", f"answer {i % 4}", "t") for i in range(40)]
+    rows = transfer.dialogue_curve({"a": lambda: copy.deepcopy(tiny_model)}, _CharTok(), pairs[:30], pairs[30:],
+                                   [10, None], [0], _cfg())
+    assert [(r["labels"], r["features"]) for r in rows] == [(10, "a"), (30, "a")]
+    assert all(0 < r["loss"] < 10 for r in rows)
+
+
+def test_at_and_gap_read_a_summary_in_budget_order():
+    rows = [{"features": f, "labels": n, "seed": s, "macro_f1": v}
+            for f, n, s, v in [("a", 100, 0, 0.5), ("a", 100, 1, 0.7), ("a", 10, 0, 0.2), ("a", 10, 1, 0.2),
+                               ("b", 100, 0, 0.4), ("b", 100, 1, 0.4), ("b", 10, 0, 0.1), ("b", 10, 1, 0.3)]]
+    s = transfer.summarize(rows)
+    assert [round(v, 9) for v in transfer.at(s, "a")] == [0.2, 0.6]
+    assert [round(v, 9) for v in transfer.at(s, "a", "se")] == [0.0, 0.1]
+    diff, two_se = transfer.gap(s, "a", "b")
+    assert [round(d, 9) for d in diff] == [0.0, 0.2] and [round(e, 9) for e in two_se] == [0.2, 0.2]
+    xs, means, errs = transfer.curves(s)
+    assert xs == [10, 100] and list(means) == ["a", "b"] and [round(e, 9) for e in errs["b"]] == [0.2, 0.0]

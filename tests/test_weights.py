@@ -43,6 +43,11 @@ def test_weights_are_checked_and_keyed(gpt2_folder, tmp_path):
         config.get_profile("quick", weights=str(tmp_path / "missing"))
 
 
+def test_only_openai_names_need_the_hub(gpt2_folder):
+    assert all(config.needs_hub(w) for w in config.GPT2_SIZES)
+    assert not any(config.needs_hub(w) for w in (*config.BOOK_WEIGHTS, str(gpt2_folder), None))
+
+
 def test_claims_are_asserted_on_the_book_and_reported_on_other_weights(capsys):
     book, other = config.get_profile("quick"), config.get_profile("quick", weights="gpt2")
     assert config.claim(book, True, "fine")

@@ -56,7 +56,7 @@ def run(chapters: Iterable[str] = (), profile: str = "quick", output_dir: str = 
     """Execute chapters in order; print one line per chapter; return the number that failed.
     refresh=True writes the executed quick-profile notebook back over the source (for nbval)."""
     import papermill as pm
-    from ..config import GPT2_SIZES, PROFILES
+    from ..config import PROFILES, needs_hub
     if profile not in PROFILES:
         raise SystemExit(f"unknown profile {profile!r}; valid profiles: {sorted(PROFILES)}")
     if refresh and profile != "quick":
@@ -80,7 +80,7 @@ def run(chapters: Iterable[str] = (), profile: str = "quick", output_dir: str = 
             replace(PROFILES[profile], weights=params["weights"])
         except ValueError as e:
             raise SystemExit(str(e)) from None
-    if params.get("weights") not in GPT2_SIZES:   # the hub is needed only to download OpenAI's GPT-2
+    if not needs_hub(params.get("weights")):   # the hub is needed only to download OpenAI's GPT-2
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("GPTBOOK_INTERACTIVE", "0")   # headless: printed demos, not widgets nobody sees
     if refresh:  # stored outputs must not depend on the cache state: no progress bars (see config)

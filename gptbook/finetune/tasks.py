@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from ..config import Profile
 from ..generate import pad
+from ..mathx import mean_pool
 from ..model import GPT, IGNORE_INDEX      # the label id the loss skips (padding, later sub-tokens)
 from ..train import random_batches
 
@@ -41,20 +42,26 @@ def last_token_index(mask: torch.Tensor) -> torch.Tensor:
 class GPTForSequenceClassification(nn.Module):
     """GPT + linear `score` on the hidden state of the last non-pad token.
     idx (B, T) -> logits (B, num_labels). A causal model's last token is the only one that has
-    seen the whole text, so that is the one to classify from."""
+    seen the whole text, so that is the one to classify from (HF's choice). pool="mean" averages
+    the states of all real tokens instead: the features a linear probe reads (transfer.pooled_features)."""
 
-    def __init__(self, gpt: GPT, num_labels: int, pad_token_id: int):
+    def __init__(self, gpt: GPT, num_labels: int, pad_token_id: int, pool: str = "last"):
         super().__init__()
         if num_labels < 2:
             raise ValueError(f"num_labels must be >= 2, got {num_labels}")
-        self.gpt, self.num_labels, self.pad_token_id = gpt, num_labels, pad_token_id
+        if pool not in ("last", "mean"):
+            raise ValueError(f"pool must be 'last' or 'mean', got {pool!r}")
+        self.gpt, self.num_labels, self.pad_token_id, self.pool = gpt, num_labels, pad_token_id, pool
         self.score = nn.Linear(gpt.config.n_embd, num_labels, bias=False)  # HF's name and shape
         nn.init.normal_(self.score.weight, std=0.02)
 
     def forward(self, idx, attention_mask=None, labels=None) -> HeadOutput:
         mask = attention_mask if attention_mask is not None else (idx != self.pad_token_id).long()
         h = self.gpt(idx, attention_mask=mask, logits=False).hidden_states   # (B, T, C)
-        pooled = h[torch.arange(idx.size(0), device=idx.device), last_token_index(mask)]  # (B, C)
+        if self.pool == "mean":
+            pooled = mean_pool(h, mask)                                # (B, C)
+        else:
+            pooled = h[torch.arange(idx.size(0), device=idx.device), last_token_index(mask)]  # (B, C)
         logits = self.score(pooled)                                    # (B, num_labels)
         loss = F.cross_entropy(logits, labels) if labels is not None else None
         return HeadOutput(logits, loss)
@@ -280,17 +287,23 @@ def conversations(pairs: Sequence) -> List[list]:
     return runs
 
 
-def question_split(pairs: Sequence, val: float = 0.1, seed: int = 0):
-    """(train, val) lists of pairs with no question (after normalize()) on both sides: whole groups
-    (dialogue_groups) go to validation, in an order shuffled by seed, until it holds `val` of the
-    distinct pairs. Repeated pairs are kept once (a pair repeated 121 times would otherwise weigh
-    121 times in training, or fill the validation set with one question)."""
+def unique_pairs(pairs: Sequence) -> list:
+    """Each (question, answer, ...) once, the first of those equal after normalize(), in order."""
     seen, unique = set(), []
     for p in pairs:
         key = (normalize(p[0]), normalize(p[1]))
         if key not in seen:
             seen.add(key)
             unique.append(p)
+    return unique
+
+
+def question_split(pairs: Sequence, val: float = 0.1, seed: int = 0):
+    """(train, val) lists of pairs with no question (after normalize()) on both sides: whole groups
+    (dialogue_groups) go to validation, in an order shuffled by seed, until it holds `val` of the
+    distinct pairs. Repeated pairs are kept once (a pair repeated 121 times would otherwise weigh
+    121 times in training, or fill the validation set with one question)."""
+    unique = unique_pairs(pairs)
     groups = dialogue_groups(unique)
     order = sorted(set(groups))
     random.Random(seed).shuffle(order)
@@ -482,6 +495,23 @@ def dictionary_tagger(train_sents: Sequence) -> Callable:
                 i += 1
         return out
     return tag
+
+
+def recall_by_novelty(chars: Sequence[Sequence[str]], gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]],
+                      known: set) -> dict:
+    """Entity recall split by novelty: of the gold entities whose string is in `known` (the entity
+    strings of the training sentences), and of the others, the share that pred tags with the same
+    span and type. {"seen", "unseen", "unseen_share"}; a dictionary tagger's "unseen" is 0."""
+    hits = {True: [0, 0], False: [0, 0]}
+    for c, g, p in zip(chars, gold, pred):
+        found = set(entity_spans(p))
+        for s, e, typ in entity_spans(g):
+            h = hits["".join(c[s:e]) in known]
+            h[0] += (s, e, typ) in found
+            h[1] += 1
+    n = hits[True][1] + hits[False][1]
+    return {"seen": hits[True][0] / max(1, hits[True][1]), "unseen": hits[False][0] / max(1, hits[False][1]),
+            "unseen_share": hits[False][1] / max(1, n)}
 
 
 def ner_scores(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> dict:

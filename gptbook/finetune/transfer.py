@@ -79,6 +79,25 @@ def summarize(rows: Sequence[dict], metric: str = "macro_f1") -> list:
     return out
 
 
+def at(summary: Sequence[dict], name: str, key: str = "mean") -> list:
+    """One line of a summarize() table: its `key` ("mean" or "se") at each label budget, smallest first."""
+    return [r[key] for r in sorted((r for r in summary if r["features"] == name), key=lambda r: r["labels"])]
+
+
+def gap(summary: Sequence[dict], a: str, b: str) -> tuple:
+    """(a's mean minus b's, two standard errors of that difference) at each label budget, smallest first."""
+    return ([x - y for x, y in zip(at(summary, a), at(summary, b))],
+            [2 * math.hypot(x, y) for x, y in zip(at(summary, a, "se"), at(summary, b, "se"))])
+
+
+def curves(summary: Sequence[dict]) -> tuple:
+    """(label budgets, {line: means}, {line: two standard errors}) of a summarize() table whose lines
+    share their budgets: the arguments viz.plot_curves takes."""
+    names = list(dict.fromkeys(r["features"] for r in summary))
+    return (sorted({r["labels"] for r in summary}), {n: at(summary, n) for n in names},
+            {n: [2 * e for e in at(summary, n, "se")] for n in names})
+
+
 def heldout_split(rows: Sequence, text: Callable = lambda r: r[0]) -> tuple:
     """(pool, test): the rows whose text data.heldout() reserves are the test set, the rest the pool
     that labelled subsets are drawn from. The broad model was pre-trained on the pool's text (not its
@@ -91,10 +110,11 @@ def heldout_split(rows: Sequence, text: Callable = lambda r: r[0]) -> tuple:
 
 def finetune_curve(inits: Dict[str, Callable], tok, pool: Sequence, test: Sequence, num_labels: int,
                    budgets: Sequence[Optional[int]], seeds: Sequence[int], cfg, steps: Optional[int] = None,
-                   learning_rate: Optional[float] = None) -> list:
+                   learning_rate: Optional[float] = None, pool_states: str = "last") -> list:
     """inits {name: () -> GPT} -> rows {features, labels, seed, accuracy, macro_f1}: for each budget
     and seed, a stratified subset of the (text, label) pool fine-tunes a fresh sequence classifier on
-    each init (the whole model, the same steps, batches and head initialisation), scored on test."""
+    each init (the whole model, the same steps, batches and head initialisation), scored on test.
+    pool_states: the classifier reads the "last" token's state or the "mean" of all of them."""
     from sklearn.metrics import accuracy_score, f1_score
 
     from .tasks import GPTForSequenceClassification, encode, predict, subsample, train_head
@@ -109,7 +129,7 @@ def finetune_curve(inits: Dict[str, Callable], tok, pool: Sequence, test: Sequen
             for name, make in inits.items():
                 gpt = make()
                 torch.manual_seed(seed)                    # the same head for every init
-                model = GPTForSequenceClassification(gpt, num_labels, pad_id)
+                model = GPTForSequenceClassification(gpt, num_labels, pad_id, pool=pool_states)
                 train_head(model, [seqs[i] for i in idx], [ys[i] for i in idx], cfg, pad_id, steps=steps,
                            learning_rate=learning_rate, seed_offset=seed)
                 p = predict(model, test_seqs, pad_id).tolist()
@@ -178,3 +198,89 @@ def compare_strategies(gpt, tok, train_rows: Sequence, val_rows: Sequence, test_
                     "macro_f1": f1_score(enc["test"][1], pred, average="macro", zero_division=0),
                     "history": hist, "model": clf})
     return out
+
+
+# ---------------------------------------------------------------- the other tasks: NER and dialogue
+
+def _subset(n_items: int, n: Optional[int], seed: int) -> list:
+    """n of range(n_items) drawn by seed (sorted), or all of them when n is None or too large."""
+    import random
+    if not n or n >= n_items:
+        return list(range(n_items))
+    return sorted(random.Random(seed).sample(range(n_items), n))
+
+
+def tagger_curve(inits: Dict[str, Callable], tok, pool: Sequence, test: Sequence, tag_names: Sequence[str],
+                 budgets: Sequence[Optional[int]], seeds: Sequence[int], cfg, max_len: Optional[int] = None,
+                 steps: Optional[int] = None, learning_rate: Optional[float] = None) -> list:
+    """Named entities, pre-trained against random: pool/test [(chars, BIO tags)] -> rows {features,
+    labels, seed, entity_f1, token_accuracy}. For each budget and seed, a random subset of `labels`
+    training sentences fine-tunes a fresh token classifier on each init (the whole model, the same
+    steps, batches and head), and builds the dictionary tagger (tasks.dictionary_tagger) from the
+    same sentences: the baseline that knows exactly the labels the models saw. Every tagger is scored
+    on the same test characters (sentences cut to max_len tokens, default cfg.block_size // 2); rows
+    also hold recall_seen / recall_unseen (tasks.recall_by_novelty: entities whose string the subset's
+    labels contain, or not) and unseen_share."""
+    from .tasks import (IGNORE_INDEX, GPTForTokenClassification, align_token_labels, dictionary_tagger,
+                        entity_spans, ner_scores, predict, recall_by_novelty, train_head, word_tags)
+    max_len = max_len or cfg.block_size // 2
+    pad_id, label2id = tok.token_to_id("<|pad|>"), {t: i for i, t in enumerate(tag_names)}
+    enc = [align_token_labels(c, t, tok, label2id, max_len) for c, t in pool]
+    enc_test = [align_token_labels(c, t, tok, label2id, max_len) for c, t in test]
+    gold = [[tag_names[y] for y in l if y != IGNORE_INDEX] for _, l in enc_test]
+    rows = []
+    for n in budgets:
+        for seed in seeds:
+            idx = _subset(len(pool), n, seed)
+            dict_tag = dictionary_tagger([pool[i] for i in idx])
+            known = {"".join(pool[i][0][s:e]) for i in idx for s, e, _ in entity_spans(pool[i][1])}
+            preds = {"dictionary of the same sentences": [dict_tag(c[:len(g)]) for (c, _), g in zip(test, gold)]}
+            for name, make in inits.items():
+                torch.manual_seed(seed)                    # the same head for every init
+                tagger = GPTForTokenClassification(make(), len(tag_names), pad_id)
+                train_head(tagger, [enc[i][0] for i in idx], [enc[i][1] for i in idx], cfg, pad_id,
+                           steps=steps, learning_rate=learning_rate, seed_offset=seed)
+                out = predict(tagger, [ids for ids, _ in enc_test], pad_id)
+                preds[name] = word_tags(out, [l for _, l in enc_test], tag_names)[1]
+            for name, p in preds.items():
+                novel = recall_by_novelty([c for c, _ in test], gold, p, known)
+                rows.append({"features": name, "labels": len(idx), "seed": seed, **ner_scores(gold, p),
+                             "recall_seen": novel["seen"], "recall_unseen": novel["unseen"],
+                             "unseen_share": novel["unseen_share"]})
+    return rows
+
+
+def dialogue_heldout_split(pairs: Sequence) -> tuple:
+    """(pool, test) of dialogue pairs for transfer: test = the pairs whose question data.heldout()
+    keeps out of the broad model's pre-training, less any whose question (after tasks.normalize)
+    also occurs in the pool; repeated pairs are kept once on each side."""
+    from ..data import heldout
+    from .tasks import normalize, unique_pairs
+    unique = unique_pairs(pairs)
+    pool = [p for p in unique if not heldout(p[0])]
+    asked = {normalize(p[0]) for p in pool}
+    return pool, [p for p in unique if heldout(p[0]) and normalize(p[0]) not in asked]
+
+
+def dialogue_curve(inits: Dict[str, Callable], tok, pool: Sequence, test: Sequence,
+                   budgets: Sequence[Optional[int]], seeds: Sequence[int], cfg, steps: Optional[int] = None,
+                   learning_rate: Optional[float] = None) -> list:
+    """Dialogue, pre-trained against random: rows {features, labels, seed, loss} where loss is the
+    held-out cross-entropy (nats per token) on test's 'Q: ...\\nA: ...' stream after fine-tuning each
+    init with the language-model loss on a random subset of `labels` pool pairs (the same steps,
+    windows and learning rate for every init; tasks.dialogue_model's recipe)."""
+    from ..train import batch_fn, stream_loss, train
+    from .tasks import dialogue_stream
+    test_ids = dialogue_stream(tok, test)
+    rows = []
+    for n in budgets:
+        for seed in seeds:
+            ids = dialogue_stream(tok, [pool[i] for i in _subset(len(pool), n, seed)])
+            for name, make in inits.items():
+                gpt = make()
+                train(gpt, batch_fn(ids, cfg.block_size, cfg.finetune_batch_size, torch.Generator().manual_seed(seed)),
+                      cfg, max_steps=steps or cfg.finetune_steps, learning_rate=learning_rate or cfg.finetune_lr,
+                      progress=False)
+                loss = stream_loss(gpt, test_ids, block_size=cfg.block_size, dtype=cfg.dtype)[0]
+                rows.append({"features": name, "labels": min(n or len(pool), len(pool)), "seed": seed, "loss": loss})
+    return rows
