@@ -107,8 +107,11 @@ class Profile:
     distill_steps: int = 50                  # ch05 §5.2: steps of the half-depth student (distilled and plain)
     # which pre-trained model chapters 02-05 start from: "book" (trained live by chapter 03, offline),
     # "book-broad" (shipped), a GPT2_SIZES name (needs the hub once) or a folder with a Hugging Face
-    # GPT-2 checkpoint. The chapters' asserted claims were measured on "book".
+    # GPT-2 checkpoint.
     weights: str = "book"
+    # the weights a chapter's claims were measured on (its default `weights`): claim() asserts them
+    # with these weights and reports them with any other
+    claims_on: str = "book"
 
     def __post_init__(self):
         w = self.weights
@@ -116,6 +119,9 @@ class Profile:
             raise ValueError(f"weights={w!r} is neither one of {list(BOOK_WEIGHTS + GPT2_SIZES)} nor a folder; "
                              f"use 'book' (offline, the default), a GPT-2 size (needs the Hugging Face hub once), "
                              f"or a folder saved with GPT2LMHeadModel.save_pretrained")
+        if self.claims_on not in BOOK_WEIGHTS:
+            raise ValueError(f"claims_on={self.claims_on!r}: a chapter's claims are measured on one of "
+                             f"{list(BOOK_WEIGHTS)}")
 
     def model_config(self, **changes) -> GPTConfig:
         """The GPTConfig of the book's model in this profile."""
@@ -212,25 +218,30 @@ def run_seed(seed: Optional[int] = None) -> int:
 def setup(profile: str = "quick", seed: Optional[int] = None, **overrides) -> Profile:
     """One call at the top of every chapter: profile, seed (see run_seed), threads."""
     cfg = get_profile(profile, seed=run_seed(seed), **overrides)
+    if cfg.weights == "book-broad" and cfg.model_config() != PROFILES["quick"].model_config():
+        # the shipped model has the quick profile's sizes; a larger profile trains its own (chapter 03)
+        print(f"[weights='book-broad' is the quick profile's model; profile {cfg.name!r} uses chapter 03's model "
+              f"of its own size, weights='book']")
+        cfg = replace(cfg, weights="book")
     seed_everything(cfg.seed, cfg.threads)
     return cfg
 
 
 def claim(cfg: Profile, holds, message: str = "") -> bool:
-    """A conclusion a chapter draws from a measurement. The chapters' claims were measured on the
-    book's own model, so with cfg.weights == "book" a claim is asserted (`assert holds, message`);
-    with other weights (GPT-2, a folder) it is checked and reported, not enforced: the prose beside
-    it describes the book's model, and whether it also holds for these weights is the finding.
-    Returns whether it holds."""
+    """A conclusion a chapter draws from a measurement. A chapter's claims were measured on its default
+    weights (cfg.claims_on: "book" or "book-broad"), so with those a claim is asserted (`assert holds,
+    message`); with other weights (the other book model, GPT-2, a folder) it is checked and reported,
+    not enforced: the prose beside it describes the default model, and whether it also holds for these
+    weights is the finding. Returns whether it holds."""
     holds = bool(holds)
-    if cfg.weights == "book":
+    if cfg.weights == cfg.claims_on:
         assert holds, message
     elif not holds:
         if not message:   # name the claim by its line in the chapter
             import inspect
             caller = inspect.stack(context=1)[1]
             message = (caller.code_context or ["?"])[0].strip()
-        print(f"[claim measured on weights='book'; it does not hold with weights={cfg.weights!r}] {message}")
+        print(f"[claim measured on weights={cfg.claims_on!r}; it does not hold with weights={cfg.weights!r}] {message}")
     return holds
 
 

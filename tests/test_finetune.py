@@ -178,6 +178,30 @@ def test_dialogue_splits_on_the_real_corpus():
         assert sum(q == "My printer is not printing." for q, _, _ in tr + va) == 1
 
 
+def test_splits_for_the_broad_model_hold_out_only_questions_it_never_read():
+    """Chapter 04 runs on the shipped broad model, which read every chatterbot pair whose question
+    data.heldout does not reserve: its dialogue model and topic classifier must be scored on others."""
+    from gptbook import data
+    from gptbook.apps import nlptasks
+    from gptbook.config import get_profile
+    pairs = data.load_dialogues("english")
+    corpus = data.broad_corpus()
+    read = {finetune.normalize(d.split("\n", 1)[0]) for d in corpus["dialogue english"]}
+    assert finetune.read_questions(pairs) == read          # the rule is the corpus's own
+    for seed in (1337, 1338, 2024):
+        tr, va = finetune.dialogue_splits(get_profile("quick", seed=seed, weights="book-broad"))
+        assert va and not {finetune.normalize(q) for q, *_ in va} & read
+        assert not finetune.shared_questions(tr, va)
+        # the live model's split is not restricted: it read none of this corpus
+        _, va_live = finetune.dialogue_splits(get_profile("quick", seed=seed))
+        assert {finetune.normalize(q) for q, *_ in va_live} & read
+    _, test, topics = nlptasks.topic_split(pairs, test=0.17, unread=True)
+    texts = {f"{q} {a}" for q, a, _ in pairs if finetune.normalize(q) not in read}
+    assert len(topics) >= 5 and test and all(t in texts for t, _ in test)
+    with pytest.raises(ValueError, match="never read"):
+        finetune.question_split(pairs, 0.3, 0, unread=True)
+
+
 def test_dialogue_format_with_history_and_cut_reply():
     assert finetune.dialogue_format("Hi?") == "Q: Hi?\nA:"
     assert finetune.dialogue_format("Hi?", "Hello.") == "Q: Hi?\nA: Hello."

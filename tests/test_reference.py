@@ -60,6 +60,23 @@ def test_cells_are_classified_by_what_moves(book):
     assert acc["band"][0] < 0.79 - 2 * 0.022 + 1e-9 and acc["band"][1] > 0.812 + 2 * 0.022 - 1e-9
 
 
+def test_figures_every_run_printed_alike_may_round_the_other_way():
+    """A seed-independent computation (the shipped model's perplexity) prints the same on every seed of
+    one CPU; another CPU may round its last digit the other way, so such a figure gets K units of that
+    digit. Whole numbers and the words stay exact, and a cell without decimals is compared by nbval."""
+    same = [("run", "perplexity 44.14 over 10,240 tokens, 0 of 800 flagged\n")] * 3
+    e = reference.measure_cell(same)
+    assert e["kind"] == "agreed" and e["skeleton"] == "perplexity § over §,§ tokens, § of § flagged\n"
+    assert e["figures"][0]["band"] == pytest.approx([44.12, 44.16])
+    assert [f["band"] for f in e["figures"][1:]] == [[10.0, 10.0], [240.0, 240.0], [0.0, 0.0], [800.0, 800.0]]
+    e.update(source=reference.source_hash("print(p)"))
+    pats = reference.sanitize_patterns()
+    assert reference.check(e, "print(p)", _outs("perplexity 44.15 over 10,240 tokens, 0 of 800 flagged\n"), pats) == []
+    assert reference.check(e, "print(p)", _outs("perplexity 44.19 over 10,240 tokens, 0 of 800 flagged\n"), pats)
+    assert reference.check(e, "print(p)", _outs("perplexity 44.14 over 10,240 tokens, 1 of 800 flagged\n"), pats)
+    assert reference.measure_cell([("run", "71,169 tokens, 3 layers\n")] * 3) == {"kind": "exact"}
+
+
 def test_band_rule():
     assert reference.band([1.0, 1.0, 1.0], ["1.0", "1.0", "1.0"], None) == [0.8, 1.2]   # 2 printed units
     assert reference.band([2.0, 2.0, 2.0], ["2.0"] * 3, pooled_rel=0.25) == [1.0, 3.0]   # borrows the cell spread

@@ -4,8 +4,9 @@ A reader with the internet passes weights="gpt2" (or a larger size); what must h
 runs with a GPT-2-shaped model: vocabulary 50257 (+ the book's pad id), context 1024, GPT-2's tokenizer.
 Here the weights are a Hugging Face checkpoint folder written by `save_pretrained`, with random weights
 and a tiny width so that the chapters run in minutes; the mapping's logits are checked against
-transformers' in tests/test_hf_parity.py. The chapters' claims were measured on the book's model: on
-other weights `config.claim` reports them instead of asserting, and this test reads that report.
+transformers' in tests/test_hf_parity.py. A chapter's claims were measured on its default model (`claims_on`:
+the live "book" one for 02 and 03, the shipped "book-broad" one for 04 and 05): on other weights
+`config.claim` reports them instead of asserting, and this test reads that report.
 """
 import json
 import re
@@ -57,6 +58,26 @@ def test_claims_are_asserted_on_the_book_and_reported_on_other_weights(capsys):
     assert "does not hold with weights='gpt2'] the message" in capsys.readouterr().out
 
 
+def test_claims_follow_the_weights_the_chapter_measured_them_on(capsys):
+    broad = config.get_profile("quick", weights="book-broad", claims_on="book-broad")
+    with pytest.raises(AssertionError, match="measured here"):
+        config.claim(broad, False, "measured here")
+    live = config.get_profile("quick", weights="book", claims_on="book-broad")   # -p weights=book on chapter 04
+    assert not config.claim(live, False, "measured on the other")
+    assert "[claim measured on weights='book-broad'; it does not hold with weights='book']" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="claims_on"):
+        config.get_profile("quick", claims_on="gpt2")
+
+
+def test_the_full_profile_falls_back_to_its_own_book_model(capsys):
+    """The shipped model has the quick profile's sizes: chapters 04 and 05 (default weights='book-broad')
+    run in the full profile on chapter 03's full-size model instead of failing to load it."""
+    assert config.setup("quick", weights="book-broad").weights == "book-broad"
+    full = config.setup("full", weights="book-broad", claims_on="book-broad")
+    assert full.weights == "book" and "uses chapter 03's model" in capsys.readouterr().out
+    config.setup("quick")                                   # leave threads and seeds as the quick profile sets them
+
+
 @pytest.mark.slow
 @pytest.mark.weights
 @pytest.mark.parametrize("chapter", ["02", "03", "04", "05"])
@@ -80,5 +101,5 @@ def test_chapter_runs_on_gpt2_shaped_weights(chapter, gpt2_folder, tmp_path, cap
         assert list((data.cache_dir() / "models").glob(f"{tuned[chapter]}-{key}-*.pt")), \
             f"chapter {chapter} fine-tuned no {tuned[chapter]} model from the folder's weights"
     # random weights: some claims measured on the book's model fail, and are reported as such
-    reported = re.findall(r"\[claim measured on weights='book'; it does not hold with weights='[^']+'\] (.+)", text)
+    reported = re.findall(r"\[claim measured on weights='[^']+'; it does not hold with weights='[^']+'\] (.+)", text)
     assert all(r.strip() for r in reported)

@@ -75,15 +75,19 @@ class Probe:
 
 # ---------------------------------------------------------------- topic classification
 
-def topic_split(pairs: Sequence, min_pairs: int = 25, min_test: int = 5, test: float = 0.3, seed: int = 0):
+def topic_split(pairs: Sequence, min_pairs: int = 25, min_test: int = 5, test: float = 0.3, seed: int = 0,
+                unread: bool = False, min_train: int = 0):
     """chatterbot (question, answer, topic) -> (train, test, topics): rows (question + answer, topic id)
     of the topics with at least `min_pairs` distinct pairs, `min_test` of them on the test side, split
     by question (question_split: a repeated question, or the turns of one conversation, never on both
     sides; whole conversations move, so a topic can land on one side only). A fixed seed: the same
-    split on every run of the book."""
-    train, held = question_split(pairs, test, seed)
+    split on every run of the book. unread: test questions only among those the shipped broad model
+    never read (question_split's unread; then `test` can be at most about 0.17); min_train: also drop
+    the topics with fewer training pairs than that (nothing can learn a topic it has one example of)."""
+    train, held = question_split(pairs, test, seed, unread=unread)
     size, tested = Counter(t for *_, t in train + held), Counter(t for *_, t in held)
-    topics = sorted(t for t, n in size.items() if n >= min_pairs and tested[t] >= min_test)
+    trained = Counter(t for *_, t in train)
+    topics = sorted(t for t, n in size.items() if n >= min_pairs and tested[t] >= min_test and trained[t] >= min_train)
 
     def rows(ps):
         return [(f"{q} {a}", topics.index(t)) for q, a, t in ps if t in topics]

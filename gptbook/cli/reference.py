@@ -9,8 +9,13 @@ seeds and writes `chapters/reference/<profile>.json`; the tests read it.
 How a code cell is checked (one rule for every chapter):
 
 * **exact** - every measured run printed the same output (after the sanitize patterns, which mask
-  timings, paths and addresses): nbval compares it with the stored output, digit by digit.
-  Counts, shapes, token ids, prose and the cell's exact equalities live here.
+  timings, paths and addresses) and it holds no figure with decimals: nbval compares it with the
+  stored output, digit by digit. Counts, shapes, token ids, prose and the cell's exact equalities
+  live here.
+* **agreed** (checked as bands) - every run printed the same output, figures with decimals included:
+  a computation that does not depend on the seed (the shipped model's perplexity, a formula) agrees
+  over seeds on one CPU, yet another CPU may round its last digit the other way. The words must match
+  exactly, whole numbers too, and a figure with decimals may move by K units of its last digit.
 * **bands** - the runs printed the same words but different numbers: the words (numbers masked)
   must match exactly, and every number must lie in its band.
 * **free** - the words themselves differ between runs (sampled text, a table whose rows depend on
@@ -170,11 +175,25 @@ def band(values: list, printed: list, pooled_rel: Optional[float]) -> Optional[l
     return [lo - K * r, hi + K * r]
 
 
+def agreed_band(value: float, printed: str) -> Optional[list]:
+    """[lo, hi] of a figure every run printed alike: K units of its last digit when it has decimals
+    (another CPU may round it the other way), none for a whole number; None for NaN (see band)."""
+    if math.isnan(value):
+        return None
+    r = unit(printed) if ("." in printed or "e" in printed.lower()) else 0.0
+    return [value - K * r, value + K * r]
+
+
 def measure_cell(samples: list) -> dict:
     """samples: [(full text, figure text)] of one cell over the runs -> its reference entry."""
-    if len({full for full, _ in samples}) == 1:
-        return {"kind": "exact"}
     texts = [fig for _, fig in samples]
+    if len({full for full, _ in samples}) == 1:
+        figs = numbers(texts[0])
+        if not any(agreed_band(v, p) not in (None, [v, v]) for v, p, _ in figs):
+            return {"kind": "exact"}
+        return {"kind": "agreed", "skeleton": skeleton(texts[0]),
+                "figures": [{"band": agreed_band(v, p), "context": ctx,
+                             "seen": ["NaN" if math.isnan(v) else v] * len(texts)} for v, p, ctx in figs]}
     if len({skeleton(t) for t in texts}) > 1:
         return {"kind": "free", "why": "the words differ between runs (sampled or model-dependent text)"}
     per_figure = list(zip(*(numbers(t) for t in texts)))     # one tuple of samples per figure
@@ -340,7 +359,7 @@ def validate(run_dirs: list, chapters_dir: Path = CHAPTERS_DIR) -> dict:
             held_cells = cells_by_id(p)
             for cid, e in cells.items():
                 c = held_cells.get(cid)
-                if c is None or e["kind"] != "bands" or source_hash(c["source"]) != e["source"]:
+                if c is None or e["kind"] not in ("bands", "agreed") or source_hash(c["source"]) != e["source"]:
                     continue
                 checked += len(e["figures"])
                 probs = check(e, c["source"], c["outputs"], patterns)

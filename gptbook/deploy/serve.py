@@ -873,10 +873,10 @@ def main(argv=None):
                     help="append one JSON line per generation request to FILE (time, route, status, latency, "
                          "token counts, prompt and completion with e-mail addresses, phone, ID and card "
                          "numbers masked); default: prompts are not logged")
-    ap.add_argument("--weights", default="book",
-                    help="which pre-trained model: book (default, trained by chapter 03), book-broad (shipped "
-                         "in the repository, no training needed), gpt2 ... gpt2-xl (the Hugging Face hub) or "
-                         "a folder with a Hugging Face GPT-2 checkpoint")
+    ap.add_argument("--weights", default=train.SHIPPED,
+                    help="which pre-trained model: book-broad (default: shipped in the repository, no training "
+                         "needed; the model chapter 05 measures), book (trained by chapter 03 §1), gpt2 ... "
+                         "gpt2-xl (the Hugging Face hub) or a folder with a Hugging Face GPT-2 checkpoint")
     ap.add_argument("--workers", type=int, default=1,
                     help="worker processes, each with its own copy of the model and an equal share of the "
                          "CPU threads (default 1); /metrics sums over them")

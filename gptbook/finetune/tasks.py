@@ -298,14 +298,32 @@ def unique_pairs(pairs: Sequence) -> list:
     return unique
 
 
-def question_split(pairs: Sequence, val: float = 0.1, seed: int = 0):
+def read_questions(pairs: Sequence) -> set:
+    """The questions (after normalize()) that the shipped broad model read: data.broad_corpus keeps a
+    pair's 'question\nanswer' unless data.heldout() reserves its question."""
+    from ..data import heldout
+    return {normalize(p[0]) for p in pairs if not heldout(p[0])}
+
+
+def question_split(pairs: Sequence, val: float = 0.1, seed: int = 0, unread: bool = False):
     """(train, val) lists of pairs with no question (after normalize()) on both sides: whole groups
     (dialogue_groups) go to validation, in an order shuffled by seed, until it holds `val` of the
     distinct pairs. Repeated pairs are kept once (a pair repeated 121 times would otherwise weigh
-    121 times in training, or fill the validation set with one question)."""
+    121 times in training, or fill the validation set with one question).
+    unread: only groups none of whose questions the broad model read (read_questions) may go to
+    validation, so a model fine-tuned from it is scored on questions new to it too; they are about a
+    sixth of the distinct pairs, so `val` above that raises."""
     unique = unique_pairs(pairs)
     groups = dialogue_groups(unique)
     order = sorted(set(groups))
+    if unread:
+        seen = read_questions(pairs)
+        spoiled = {g for p, g in zip(unique, groups) if normalize(p[0]) in seen}
+        order = [g for g in order if g not in spoiled]
+        free = sum(g not in spoiled for g in groups)
+        if val * len(unique) > free:
+            raise ValueError(f"val={val} asks for {val * len(unique):.0f} held-out pairs, but only {free} pairs "
+                             f"have questions the broad model never read; use val <= {free / len(unique):.2f}")
     random.Random(seed).shuffle(order)
     target, held, n = max(1, round(val * len(unique))), set(), 0
     size = Counter(groups)
@@ -325,9 +343,10 @@ def shared_questions(train: Sequence, val: Sequence) -> set:
 
 def dialogue_splits(cfg: Profile, lang: str = "english", val: float = 0.1):
     """chatterbot pairs -> (train, val) lists of (q, a, topic), de-duplicated and split by question
-    (question_split, seed from cfg): no held-out question occurs in training."""
+    (question_split, seed from cfg): no held-out question occurs in training. With cfg.weights
+    "book-broad" the held-out questions are also ones the broad model never read (unread=True)."""
     from .. import data
-    return question_split(data.load_dialogues(lang), val, cfg.seed)
+    return question_split(data.load_dialogues(lang), val, cfg.seed, unread=cfg.weights == "book-broad")
 
 
 def dialogue_stream(tok, pairs) -> torch.Tensor:
@@ -404,8 +423,9 @@ def dialogue_model(cfg: Profile, progress: bool = True, retrain: bool = False):
                                                  torch.Generator().manual_seed(cfg.seed + 1)),
                      max_steps=cfg.finetune_steps, learning_rate=cfg.finetune_lr, progress=progress)
         return gpt.cpu(), {"history": hist.to_dict()}
+    split = ["unread"] if cfg.weights == "book-broad" else []      # dialogue_splits' rule for these weights
     path = model_path("dialogue", pretrained_key(cfg), cfg.finetune_steps, cfg.finetune_batch_size,
-                      cfg.finetune_lr)
+                      cfg.finetune_lr, *split)
     model, extra = cached_model(path, build, "the dialogue model", into=gpt, retrain=retrain,
                                 rebuild="the next run that needs it fine-tunes it again")
     return model, tok, History(**extra["history"])
