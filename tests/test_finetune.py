@@ -42,6 +42,24 @@ def test_padding_does_not_change_the_classification(tiny_config):
     assert finetune.predict(clf, seqs, PAD, batch_size=2).tolist() == alone.argmax(-1).tolist()
 
 
+def test_predict_by_length_keeps_the_input_order(tiny_config):
+    """predict batches sequences of like length together (less padding): the labels come back in the
+    order of the input and equal those of batches in input order, for sequence and token heads."""
+    torch.manual_seed(0)
+    seqs = [torch.randint(2, tiny_config.vocab_size, (n,)).tolist() for n in (9, 2, 14, 5, 1, 11, 3, 7)]
+    for head in (GPTForSequenceClassification(GPT(tiny_config), 3, 0),
+                 GPTForTokenClassification(GPT(tiny_config), 4, 0)):
+        fast = finetune.predict(head, seqs, 0, batch_size=3)
+        slow = finetune.predict(head, seqs, 0, batch_size=3, by_length=False)
+        one = [finetune.predict(head, [s], 0) for s in seqs]
+        if isinstance(fast, list):
+            assert [len(p) for p in fast] == [len(s) for s in seqs]
+            assert all(torch.equal(a, b) and torch.equal(a, c[0]) for a, b, c in zip(fast, slow, one))
+        else:
+            assert fast.shape == (len(seqs),) and torch.equal(fast, slow) and torch.equal(fast, torch.cat(one))
+    assert finetune.predict(head, [], 0) == []
+
+
 def test_matches_hf_gpt2_for_sequence_classification(tiny_config):
     from transformers import GPT2ForSequenceClassification
     from gptbook.hf import to_hf

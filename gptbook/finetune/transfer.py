@@ -225,7 +225,12 @@ def tagger_curve(inits: Dict[str, Callable], tok, pool: Sequence, test: Sequence
                         entity_spans, ner_scores, predict, recall_by_novelty, train_head, word_tags)
     max_len = max_len or cfg.block_size // 2
     pad_id, label2id = tok.token_to_id("<|pad|>"), {t: i for i, t in enumerate(tag_names)}
-    enc = [align_token_labels(c, t, tok, label2id, max_len) for c, t in pool]
+    enc = {}                                   # pool index -> (ids, labels), only the sentences a subset draws
+
+    def encoded(i):
+        if i not in enc:
+            enc[i] = align_token_labels(*pool[i], tok, label2id, max_len)
+        return enc[i]
     enc_test = [align_token_labels(c, t, tok, label2id, max_len) for c, t in test]
     gold = [[tag_names[y] for y in l if y != IGNORE_INDEX] for _, l in enc_test]
     rows = []
@@ -238,7 +243,7 @@ def tagger_curve(inits: Dict[str, Callable], tok, pool: Sequence, test: Sequence
             for name, make in inits.items():
                 torch.manual_seed(seed)                    # the same head for every init
                 tagger = GPTForTokenClassification(make(), len(tag_names), pad_id)
-                train_head(tagger, [enc[i][0] for i in idx], [enc[i][1] for i in idx], cfg, pad_id,
+                train_head(tagger, [encoded(i)[0] for i in idx], [encoded(i)[1] for i in idx], cfg, pad_id,
                            steps=steps, learning_rate=learning_rate, seed_offset=seed)
                 out = predict(tagger, [ids for ids, _ in enc_test], pad_id)
                 preds[name] = word_tags(out, [l for _, l in enc_test], tag_names)[1]
