@@ -106,7 +106,8 @@ def test_cached_models_are_loaded(tmp_path, monkeypatch, tiny_model):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("command,plant", [(["doctor"], "uncreatable"), (["data", "verify"], "uncreatable"),
-                                           (["serve"], "uncreatable"), (["serve"], "corrupt"),
+                                           (["serve", "--weights", "book"], "uncreatable"),   # the cached live model
+                                           (["serve", "--weights", "book"], "corrupt"),
                                            (["doctor"], "corrupt")])
 def test_cli_commands_print_cause_and_fix_not_a_traceback(command, plant, tmp_path):
     import os
