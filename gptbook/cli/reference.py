@@ -188,12 +188,12 @@ def measure_cell(samples: list) -> dict:
     """samples: [(full text, figure text)] of one cell over the runs -> its reference entry."""
     texts = [fig for _, fig in samples]
     if len({full for full, _ in samples}) == 1:
-        figs = numbers(texts[0])
-        if not any(agreed_band(v, p) not in (None, [v, v]) for v, p, _ in figs):
+        figs = [(v, agreed_band(v, p), ctx) for v, p, ctx in numbers(texts[0])]
+        if all(b is None or b == [v, v] for v, b, _ in figs):
             return {"kind": "exact"}
         return {"kind": "agreed", "skeleton": skeleton(texts[0]),
-                "figures": [{"band": agreed_band(v, p), "context": ctx,
-                             "seen": ["NaN" if math.isnan(v) else v] * len(texts)} for v, p, ctx in figs]}
+                "figures": [{"band": b, "context": ctx, "seen": ["NaN" if math.isnan(v) else v] * len(texts)}
+                            for v, b, ctx in figs]}
     if len({skeleton(t) for t in texts}) > 1:
         return {"kind": "free", "why": "the words differ between runs (sampled or model-dependent text)"}
     per_figure = list(zip(*(numbers(t) for t in texts)))     # one tuple of samples per figure

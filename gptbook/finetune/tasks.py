@@ -344,12 +344,18 @@ def shared_questions(train: Sequence, val: Sequence) -> set:
     return {normalize(p[0]) for p in train} & {normalize(p[0]) for p in val}
 
 
+def split_unread(cfg: Profile) -> bool:
+    """Whether dialogue_splits holds out only questions cfg's pre-trained model never read: true for the
+    shipped broad model, which read the chatterbot pairs data.heldout does not reserve."""
+    return cfg.weights == "book-broad"
+
+
 def dialogue_splits(cfg: Profile, lang: str = "english", val: float = 0.1):
     """chatterbot pairs -> (train, val) lists of (q, a, topic), de-duplicated and split by question
     (question_split, seed from cfg): no held-out question occurs in training. With cfg.weights
     "book-broad" the held-out questions are also ones the broad model never read (unread=True)."""
     from .. import data
-    return question_split(data.load_dialogues(lang), val, cfg.seed, unread=cfg.weights == "book-broad")
+    return question_split(data.load_dialogues(lang), val, cfg.seed, unread=split_unread(cfg))
 
 
 def dialogue_stream(tok, pairs) -> torch.Tensor:
@@ -426,7 +432,7 @@ def dialogue_model(cfg: Profile, progress: bool = True, retrain: bool = False):
                                                  torch.Generator().manual_seed(cfg.seed + 1)),
                      max_steps=cfg.finetune_steps, learning_rate=cfg.finetune_lr, progress=progress)
         return gpt.cpu(), {"history": hist.to_dict()}
-    split = ["unread"] if cfg.weights == "book-broad" else []      # dialogue_splits' rule for these weights
+    split = ["unread"] if split_unread(cfg) else []      # the cache key names dialogue_splits' rule
     path = model_path("dialogue", pretrained_key(cfg), cfg.finetune_steps, cfg.finetune_batch_size,
                       cfg.finetune_lr, *split)
     model, extra = cached_model(path, build, "the dialogue model", into=gpt, retrain=retrain,

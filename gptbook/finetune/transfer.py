@@ -240,10 +240,11 @@ def tagger_curve(inits: Dict[str, Callable], tok, pool: Sequence, test: Sequence
             dict_tag = dictionary_tagger([pool[i] for i in idx])
             known = {"".join(pool[i][0][s:e]) for i in idx for s, e, _ in entity_spans(pool[i][1])}
             preds = {"dictionary of the same sentences": [dict_tag(c[:len(g)]) for (c, _), g in zip(test, gold)]}
+            subset = [encoded(i) for i in idx]
             for name, make in inits.items():
                 torch.manual_seed(seed)                    # the same head for every init
                 tagger = GPTForTokenClassification(make(), len(tag_names), pad_id)
-                train_head(tagger, [encoded(i)[0] for i in idx], [encoded(i)[1] for i in idx], cfg, pad_id,
+                train_head(tagger, [ids for ids, _ in subset], [l for _, l in subset], cfg, pad_id,
                            steps=steps, learning_rate=learning_rate, seed_offset=seed)
                 out = predict(tagger, [ids for ids, _ in enc_test], pad_id)
                 preds[name] = word_tags(out, [l for _, l in enc_test], tag_names)[1]
