@@ -15,7 +15,8 @@ CHAPTERS = {"01": "01_architecture", "02": "02_math", "03": "03_finetuning",
             "04": "04_applications", "05": "05_deployment"}
 
 # the pre-trained models a chapter can start from (Profile.weights); gptbook.train.pretrained loads them
-BOOK_WEIGHTS = ("book", "book-broad")       # the book's own: trained live / shipped in gptbook/weights
+SHIPPED = "book-broad"                       # the book's model shipped in gptbook/weights (train.shipped_model)
+BOOK_WEIGHTS = ("book", SHIPPED)             # the book's own: trained live / shipped
 GPT2_SIZES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")   # OpenAI's, from the Hugging Face hub
 
 
@@ -218,7 +219,7 @@ def run_seed(seed: Optional[int] = None) -> int:
 def setup(profile: str = "quick", seed: Optional[int] = None, **overrides) -> Profile:
     """One call at the top of every chapter: profile, seed (see run_seed), threads."""
     cfg = get_profile(profile, seed=run_seed(seed), **overrides)
-    if cfg.weights == "book-broad" and cfg.model_config() != PROFILES["quick"].model_config():
+    if cfg.weights == SHIPPED and cfg.model_config() != PROFILES["quick"].model_config():
         # the shipped model has the quick profile's sizes; a larger profile trains its own (chapter 03)
         print(f"[weights='book-broad' is the quick profile's model; profile {cfg.name!r} uses chapter 03's model "
               f"of its own size, weights='book']")

@@ -14,7 +14,7 @@ from typing import Callable, Optional
 
 import torch
 
-from .config import Profile, pick_device, progress_enabled
+from .config import SHIPPED, Profile, pick_device, progress_enabled
 from .model import GPT, GPTConfig
 
 
@@ -491,7 +491,6 @@ def pretrained(cfg: Profile, progress: bool = True, retrain: bool = False, weigh
 
 # ---------------------------------------------------------------- the shipped broad model
 
-SHIPPED = "book-broad"
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 
 

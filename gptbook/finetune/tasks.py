@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..config import Profile
+from ..config import SHIPPED, Profile
 from ..generate import pad
 from ..mathx import mean_pool
 from ..model import GPT, IGNORE_INDEX      # the label id the loss skips (padding, later sub-tokens)
@@ -347,7 +347,7 @@ def shared_questions(train: Sequence, val: Sequence) -> set:
 def split_unread(cfg: Profile) -> bool:
     """Whether dialogue_splits holds out only questions cfg's pre-trained model never read: true for the
     shipped broad model, which read the chatterbot pairs data.heldout does not reserve."""
-    return cfg.weights == "book-broad"
+    return cfg.weights == SHIPPED
 
 
 def dialogue_splits(cfg: Profile, lang: str = "english", val: float = 0.1):
