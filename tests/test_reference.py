@@ -132,6 +132,32 @@ def test_compare_cli(book, capsys, monkeypatch):
     assert reference.main([str(tmp / "ok")]) == 0
 
 
+def test_measure_cli_remeasures_one_chapter(book, monkeypatch, capsys):
+    """--chapters: the named chapter is measured from the new runs, the others keep their entries."""
+    tmp, chapters, old = book
+    from gptbook.cli import run
+    _nb(chapters / "04_y.ipynb", [("d1", "print(f1)", "F1 0.50\n")])
+    monkeypatch.setattr(reference, "CHAPTERS_DIR", chapters)
+    monkeypatch.setattr(run, "CHAPTERS_DIR", chapters)
+    ref = json.loads(reference.reference_path().read_text())
+    ref["chapters"]["04_y"] = {"d1": {"kind": "bands", "figures": [{"band": [0.4, 0.6], "seen": [0.5] * 3}]}}
+    reference.reference_path().write_text(json.dumps(ref))
+    for seed, acc in (("1", "0.700"), ("2", "0.720"), ("3", "0.710")):
+        _nb(tmp / "new" / seed / "03_x.ipynb", [("c1", "print(n)", "71,169 tokens\n"),
+                                               ("c2", "print(acc)", f"accuracy {acc}, loss 2.10.\n"),
+                                               ("c3", "print(sample)", "text\n")])
+    new = [str(tmp / "new" / s) for s in "123"]
+    with pytest.raises(SystemExit, match="unknown chapter"):
+        reference.main_measure(new + ["--chapters", "09", "--write"])
+    with pytest.raises(SystemExit, match="04_y.ipynb"):                  # the runs hold no chapter 04
+        reference.main_measure(new + ["--chapters", "04", "--write"])
+    assert reference.main_measure(new + ["--chapters", "3", "--write"]) == 0
+    got = json.loads(reference.reference_path().read_text())
+    assert got["chapters"]["04_y"] == ref["chapters"]["04_y"]             # kept as it was
+    assert got["chapters"]["03_x"]["c2"]["figures"][0]["seen"] == [0.7, 0.72, 0.71]
+    assert got["runs"] == ["1337", "1338", "2024", "1", "2", "3"] and got["remeasured"] == {"03_x": ["1", "2", "3"]}
+
+
 def test_measure_cli_refuses_too_few_runs(tmp_path):
     with pytest.raises(SystemExit, match="at least 3"):
         reference.main_measure([str(tmp_path), str(tmp_path)])

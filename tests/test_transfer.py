@@ -27,6 +27,22 @@ def test_probe_separates_informative_from_random_features():
     assert torch.tensor(s[("noise", 200)]["mean"]).item() < 0.5
 
 
+def test_probe_fits_a_subset_once(monkeypatch):
+    """Every seed draws all labels at None: one fit, not one per seed, and the same scores as fitting each."""
+    rng = np.random.default_rng(1)
+    y = np.array([0, 1] * 60)
+    X = np.eye(2)[y] + rng.normal(size=(120, 2))
+    feats = {"x": (X[:80], X[80:])}
+    fits, real = [], transfer.fit_probe
+    monkeypatch.setattr(transfer, "fit_probe", lambda a, b: fits.append(len(b)) or real(a, b))
+    rows = transfer.probe_curve(feats, y[:80], y[80:], budgets=[20, None], seeds=[0, 1, 2])
+    assert sorted(fits) == [20, 20, 20, 80]
+    once = {r["seed"]: r["macro_f1"] for r in rows if r["labels"] == 80}
+    p = real(X[:80], y[:80]).predict(X[80:])
+    from sklearn.metrics import f1_score
+    assert set(once.values()) == {f1_score(y[80:], p, average="macro")}
+
+
 class _CharTok:
     """Just enough of a tokenizer for the fine-tuning helpers: one id per character."""
 

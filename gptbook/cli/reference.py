@@ -211,11 +211,13 @@ def _run_label(run_dir: Path) -> str:
     return run_dir.parent.name if run_dir.name in ("quick", "full") else run_dir.name
 
 
-def measure(run_dirs: Iterable[Path], chapters_dir: Path = CHAPTERS_DIR, profile: str = "quick") -> dict:
+def measure(run_dirs: Iterable[Path], chapters_dir: Path = CHAPTERS_DIR, profile: str = "quick",
+            only: Optional[Iterable[str]] = None) -> dict:
     """Build the reference from executed runs of the book (one folder of notebooks per run).
 
     A run's cell is used only if its source equals the chapter's current source, so an edited cell
-    is never checked against figures that older code printed."""
+    is never checked against figures that older code printed. only: the chapters (stems) to measure;
+    default every chapter."""
     patterns = sanitize_patterns()
     run_dirs = [Path(d) for d in run_dirs]
     rule = __doc__.split("Band rule. ")[1].split("\n\n")[0].replace("\n", " ")
@@ -223,6 +225,8 @@ def measure(run_dirs: Iterable[Path], chapters_dir: Path = CHAPTERS_DIR, profile
            "made_with": "make reference (python -m gptbook bands RUN_DIR... --write)",
            "chapters": {}}
     for ch_path in sorted(Path(chapters_dir).glob("[0-9][0-9]_*.ipynb")):
+        if only is not None and ch_path.stem not in only:
+            continue
         runs = {_run_label(d): cells_by_id(d / ch_path.name) for d in run_dirs if (d / ch_path.name).exists()}
         cells = {}
         for cell in cells_by_id(ch_path).values():
@@ -346,11 +350,11 @@ def pytest_collection_modifyitems(config, items):
 
 # ---------------------------------------------------------------------------- command line
 
-def validate(run_dirs: list, chapters_dir: Path = CHAPTERS_DIR) -> dict:
+def validate(run_dirs: list, chapters_dir: Path = CHAPTERS_DIR, only: Optional[Iterable[str]] = None) -> dict:
     """Leave-one-run-out: bands measured without run i, checked on run i. -> {run: (failed, checked)}"""
     patterns, out = sanitize_patterns(), {}
     for i, held in enumerate(run_dirs):
-        ref = measure(run_dirs[:i] + run_dirs[i + 1:], chapters_dir)
+        ref = measure(run_dirs[:i] + run_dirs[i + 1:], chapters_dir, only=only)
         failed = checked = 0
         for ch, cells in ref["chapters"].items():
             p = Path(held) / f"{ch}.ipynb"
@@ -378,6 +382,9 @@ def main_measure(argv=None):
     ap.add_argument("--profile", default="quick")
     ap.add_argument("--write", action="store_true", help="write the reference file (default: only report)")
     ap.add_argument("--validate", action="store_true", help="also report leave-one-run-out coverage")
+    ap.add_argument("--chapters", nargs="+", metavar="CHAPTER",
+                    help="re-measure only these chapters (e.g. 03), from runs that may hold only them; the "
+                         "other chapters keep their entries in the existing reference file")
     a = ap.parse_args(argv)
     dirs = [Path(d) for d in a.run_dirs]
     missing = [str(d) for d in dirs if not d.is_dir()]
@@ -385,7 +392,23 @@ def main_measure(argv=None):
         sys.exit(f"need at least {MIN_RUNS} folders of executed notebooks; "
                  + (f"not found: {missing}" if missing else f"got {len(dirs)}")
                  + " (make them with `make reference`)")
-    ref = measure(dirs, profile=a.profile)
+    only = None
+    if a.chapters:
+        from .run import resolve
+        only = [p.stem for p in resolve(a.chapters)]          # an unknown name exits with the list
+        lacking = [f"{d}/{ch}.ipynb" for d in dirs for ch in only if not (d / f"{ch}.ipynb").exists()]
+        if lacking:
+            sys.exit(f"--chapters {' '.join(a.chapters)}: every run folder needs those chapters; missing: "
+                     + ", ".join(lacking))
+    ref = measure(dirs, CHAPTERS_DIR, profile=a.profile, only=only)
+    if only is not None:
+        # the other chapters' entries stay as they were measured (each entry names its own runs)
+        old = load(a.profile)
+        for ch, cells in old["chapters"].items():
+            ref["chapters"].setdefault(ch, cells)
+        ref["chapters"] = dict(sorted(ref["chapters"].items()))
+        ref["runs"] = list(dict.fromkeys(old["runs"] + ref["runs"]))
+        ref["remeasured"] = {**old.get("remeasured", {}), **{ch: ref["runs"][-len(dirs):] for ch in only}}
     kinds = {}
     for cells in ref["chapters"].values():
         for e in cells.values():
@@ -398,7 +421,7 @@ def main_measure(argv=None):
             if e["kind"] in ("free", "unmeasured"):
                 print(f"  {ch} {cid}: {e['kind']} - {e['why']}")
     if a.validate:
-        for run, (failed, checked) in validate(dirs).items():
+        for run, (failed, checked) in validate(dirs, CHAPTERS_DIR, only=only).items():
             print(f"leave-one-out: bands from the other runs, checked on {run}: "
                   f"{failed} of {checked} figures outside")
     if a.write:

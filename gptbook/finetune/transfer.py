@@ -49,20 +49,24 @@ def probe_curve(features: Dict[str, tuple], y_train: Sequence[int], y_test: Sequ
                 budgets: Sequence[Optional[int]], seeds: Sequence[int]) -> list:
     """features {name: (X_train, X_test)} -> rows {features, labels, seed, accuracy, macro_f1}: a
     class-balanced logistic regression trained on a stratified subset of `labels` training examples
-    (None = all), one row per (name, budget, seed). The subsets are the same for every name."""
+    (None = all), one row per (name, budget, seed). The subsets are the same for every name. A subset
+    that another seed already drew (every seed draws all labels at None) is fitted once: the same
+    rows give the same probe, so its rows repeat that fit's scores (standard error 0)."""
     from sklearn.metrics import accuracy_score, f1_score
 
     from .tasks import subsample
     y_train, y_test = np.asarray(y_train), np.asarray(y_test)
-    rows = []
+    rows, fitted = [], {}
     for n in budgets:
         for seed in seeds:
             idx = subsample(list(range(len(y_train))), y_train.tolist(), n, seed)
             for name, (X_tr, X_te) in features.items():
-                p = fit_probe(X_tr[idx], y_train[idx]).predict(X_te)
-                rows.append({"features": name, "labels": len(idx), "seed": seed,
-                             "accuracy": accuracy_score(y_test, p),
-                             "macro_f1": f1_score(y_test, p, average="macro", zero_division=0)})
+                key = (name, tuple(idx))
+                if key not in fitted:
+                    p = fit_probe(X_tr[idx], y_train[idx]).predict(X_te)
+                    fitted[key] = {"accuracy": accuracy_score(y_test, p),
+                                   "macro_f1": f1_score(y_test, p, average="macro", zero_division=0)}
+                rows.append({"features": name, "labels": len(idx), "seed": seed, **fitted[key]})
     return rows
 
 
@@ -110,18 +114,21 @@ def heldout_split(rows: Sequence, text: Callable = lambda r: r[0]) -> tuple:
 
 def finetune_curve(inits: Dict[str, Callable], tok, pool: Sequence, test: Sequence, num_labels: int,
                    budgets: Sequence[Optional[int]], seeds: Sequence[int], cfg, steps: Optional[int] = None,
-                   learning_rate: Optional[float] = None, pool_states: str = "last") -> list:
+                   learning_rate: Optional[float] = None, pool_states: str = "last",
+                   max_len: Optional[int] = None) -> list:
     """inits {name: () -> GPT} -> rows {features, labels, seed, accuracy, macro_f1}: for each budget
     and seed, a stratified subset of the (text, label) pool fine-tunes a fresh sequence classifier on
     each init (the whole model, the same steps, batches and head initialisation), scored on test.
-    pool_states: the classifier reads the "last" token's state or the "mean" of all of them."""
+    pool_states: the classifier reads the "last" token's state or the "mean" of all of them. Texts are
+    cut to max_len tokens (default cfg.block_size)."""
     from sklearn.metrics import accuracy_score, f1_score
 
     from .tasks import GPTForSequenceClassification, encode, predict, subsample, train_head
     pad_id = tok.token_to_id("<|pad|>")
-    seqs = encode(tok, [t for t, _ in pool], cfg.block_size)
+    max_len = max_len or cfg.block_size
+    seqs = encode(tok, [t for t, _ in pool], max_len)
     ys = [y for _, y in pool]
-    test_seqs, y_test = encode(tok, [t for t, _ in test], cfg.block_size), [y for _, y in test]
+    test_seqs, y_test = encode(tok, [t for t, _ in test], max_len), [y for _, y in test]
     rows = []
     for n in budgets:
         for seed in seeds:
