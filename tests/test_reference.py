@@ -142,11 +142,17 @@ def test_measure_cli_remeasures_one_chapter(book, monkeypatch, capsys):
     ref = json.loads(reference.reference_path().read_text())
     ref["chapters"]["04_y"] = {"d1": {"kind": "bands", "figures": [{"band": [0.4, 0.6], "seen": [0.5] * 3}]}}
     reference.reference_path().write_text(json.dumps(ref))
-    for seed, acc in (("1", "0.700"), ("2", "0.720"), ("3", "0.710")):
-        _nb(tmp / "new" / seed / "03_x.ipynb", [("c1", "print(n)", "71,169 tokens\n"),
-                                               ("c2", "print(acc)", f"accuracy {acc}, loss 2.10.\n"),
-                                               ("c3", "print(sample)", "text\n")])
-    new = [str(tmp / "new" / s) for s in "123"]
+    def new_runs(accs):
+        for seed, acc in zip("123", accs):
+            _nb(tmp / "new" / seed / "03_x.ipynb", [("c1", "print(n)", "71,169 tokens\n"),
+                                                   ("c2", "print(acc)", f"accuracy {acc}, loss 2.10.\n"),
+                                                   ("c3", "print(sample)", "text\n")])
+        return [str(tmp / "new" / s) for s in "123"]
+    new = new_runs(["0.805", "0.800", "0.795"])          # inside c2's bands: c2 keeps its entry of 5 figures
+    assert reference.main_measure(new + ["--chapters", "3", "--write"]) == 0
+    assert json.loads(reference.reference_path().read_text())["chapters"]["03_x"]["c2"] == old["chapters"]["03_x"]["c2"]
+    assert "1 banded cells keep their earlier bands" in capsys.readouterr().out
+    new = new_runs(["0.700", "0.720", "0.710"])          # outside: c2 is measured from the new runs
     with pytest.raises(SystemExit, match="unknown chapter"):
         reference.main_measure(new + ["--chapters", "09", "--write"])
     with pytest.raises(SystemExit, match="04_y.ipynb"):                  # the runs hold no chapter 04

@@ -248,6 +248,24 @@ def measure(run_dirs: Iterable[Path], chapters_dir: Path = CHAPTERS_DIR, profile
     return ref
 
 
+def keep_measured(old_cells: dict, new_cells: dict, run_dirs: list, chapter: str,
+                  chapters_dir: Path = CHAPTERS_DIR) -> tuple:
+    """Re-measuring one chapter: a banded cell whose source did not change and whose figures lie inside
+    their old bands in every new run keeps its old entry (measured on more runs, often on other CPUs);
+    every other cell takes its entry from the new runs. -> (cells, how many were kept)."""
+    patterns = sanitize_patterns()
+    runs = [cells_by_id(Path(d) / f"{chapter}.ipynb") for d in run_dirs]
+    out, kept = {}, 0
+    for cid, cell in cells_by_id(Path(chapters_dir) / f"{chapter}.ipynb").items():
+        old = old_cells.get(cid)
+        if (old and old["kind"] in ("bands", "agreed") and old.get("source") == source_hash(cell["source"])
+                and all(cid in r and not check(old, r[cid]["source"], r[cid]["outputs"], patterns) for r in runs)):
+            out[cid], kept = old, kept + 1
+        elif cid in new_cells:
+            out[cid] = new_cells[cid]
+    return out, kept
+
+
 def reference_path(profile: str = "quick") -> Path:
     return Path(os.environ.get("GPTBOOK_REFERENCE_DIR", REFERENCE_DIR)) / f"{profile}.json"
 
@@ -384,7 +402,8 @@ def main_measure(argv=None):
     ap.add_argument("--validate", action="store_true", help="also report leave-one-run-out coverage")
     ap.add_argument("--chapters", nargs="+", metavar="CHAPTER",
                     help="re-measure only these chapters (e.g. 03), from runs that may hold only them; the "
-                         "other chapters keep their entries in the existing reference file")
+                         "other chapters keep their entries in the existing reference file, and so does "
+                         "a banded cell whose source is unchanged and whose new figures lie in its bands")
     a = ap.parse_args(argv)
     dirs = [Path(d) for d in a.run_dirs]
     missing = [str(d) for d in dirs if not d.is_dir()]
@@ -404,11 +423,16 @@ def main_measure(argv=None):
     if only is not None:
         # the other chapters' entries stay as they were measured (each entry names its own runs)
         old = load(a.profile)
+        for ch in only:
+            ref["chapters"][ch], kept = keep_measured(old["chapters"].get(ch, {}), ref["chapters"][ch], dirs, ch,
+                                                      CHAPTERS_DIR)
+            print(f"{ch}: {kept} banded cells keep their earlier bands (same source, every new run inside them)")
         for ch, cells in old["chapters"].items():
             ref["chapters"].setdefault(ch, cells)
         ref["chapters"] = dict(sorted(ref["chapters"].items()))
-        ref["runs"] = list(dict.fromkeys(old["runs"] + ref["runs"]))
-        ref["remeasured"] = {**old.get("remeasured", {}), **{ch: ref["runs"][-len(dirs):] for ch in only}}
+        new_runs = ref["runs"]
+        ref["runs"] = list(dict.fromkeys(old["runs"] + new_runs))
+        ref["remeasured"] = {**old.get("remeasured", {}), **{ch: new_runs for ch in only}}
     kinds = {}
     for cells in ref["chapters"].values():
         for e in cells.values():
