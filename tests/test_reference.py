@@ -164,6 +164,23 @@ def test_measure_cli_remeasures_one_chapter(book, monkeypatch, capsys):
     assert got["runs"] == ["1337", "1338", "2024", "1", "2", "3"] and got["remeasured"] == {"03_x": ["1", "2", "3"]}
 
 
+def test_adding_a_run_from_another_cpu_widens_the_bands(book, monkeypatch):
+    """--add: one run made elsewhere joins the measured values; its figure's band is derived again."""
+    tmp, chapters, old = book
+    _nb(tmp / "other" / "03_x.ipynb", [("c1", "print(n)", "71,169 tokens\n"),
+                                      ("c2", "print(acc)", "accuracy 0.900, loss 2.10.\n"),
+                                      ("c3", "print(sample)", "text\n")])
+    before = old["chapters"]["03_x"]["c2"]["figures"][0]["band"]
+    assert not before[0] <= 0.9 <= before[1]
+    assert reference.main_measure([str(tmp / "other"), "--add", "--write"]) == 0
+    got = json.loads(reference.reference_path().read_text())
+    acc = got["chapters"]["03_x"]["c2"]["figures"][0]
+    assert acc["seen"] == [0.812, 0.79, 0.801, 0.9] and acc["band"][0] < 0.79 < 0.9 < acc["band"][1]
+    assert got["chapters"]["03_x"]["c2"]["runs"][-1] == "other" and got["runs"][-1] == "other"
+    _nb(tmp / "words" / "03_x.ipynb", [("c2", "print(acc)", "accuracy 0.9 and more words\n")])
+    assert reference.main_measure([str(tmp / "words"), "--add"]) == 1       # words differ: not settled
+
+
 def test_measure_cli_refuses_too_few_runs(tmp_path):
     with pytest.raises(SystemExit, match="at least 3"):
         reference.main_measure([str(tmp_path), str(tmp_path)])

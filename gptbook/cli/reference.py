@@ -251,19 +251,56 @@ def measure(run_dirs: Iterable[Path], chapters_dir: Path = CHAPTERS_DIR, profile
 def keep_measured(old_cells: dict, new_cells: dict, run_dirs: list, chapter: str,
                   chapters_dir: Path = CHAPTERS_DIR) -> tuple:
     """Re-measuring one chapter: a banded cell whose source did not change and whose figures lie inside
-    their old bands in every new run keeps its old entry (measured on more runs, often on other CPUs);
-    every other cell takes its entry from the new runs. -> (cells, how many were kept)."""
+    their old bands in every new run keeps its old entry (measured on more runs, often on other CPUs), and
+    a free cell whose source did not change stays free; every other cell takes its entry from the new
+    runs. -> (cells, how many banded cells were kept)."""
     patterns = sanitize_patterns()
     runs = [cells_by_id(Path(d) / f"{chapter}.ipynb") for d in run_dirs]
     out, kept = {}, 0
     for cid, cell in cells_by_id(Path(chapters_dir) / f"{chapter}.ipynb").items():
         old = old_cells.get(cid)
-        if (old and old["kind"] in ("bands", "agreed") and old.get("source") == source_hash(cell["source"])
-                and all(cid in r and not check(old, r[cid]["source"], r[cid]["outputs"], patterns) for r in runs)):
+        same = old is not None and old.get("source") == source_hash(cell["source"])
+        if same and old["kind"] == "free":
+            out[cid] = old             # earlier runs printed different words: the new ones agreeing proves nothing
+        elif (same and old["kind"] in ("bands", "agreed")
+              and all(cid in r and not check(old, r[cid]["source"], r[cid]["outputs"], patterns) for r in runs)):
             out[cid], kept = old, kept + 1
         elif cid in new_cells:
             out[cid] = new_cells[cid]
     return out, kept
+
+
+def add_runs(ref: dict, run_dirs: list) -> list:
+    """Add runs made elsewhere (another CPU) to the measured entries, in place: a banded or agreed cell whose
+    source and words a run repeats gets that run's figures added to what was seen, and each figure's band
+    is derived again by the band rule from all of them (so the bands now span both machines). -> the
+    problems no added run can settle: [(chapter, cell, why)] for cells whose words differ."""
+    patterns, unsettled = sanitize_patterns(), []
+    for d in map(Path, run_dirs):
+        label = _run_label(d)
+        for ch, cells in ref["chapters"].items():
+            if not (d / f"{ch}.ipynb").exists():
+                continue
+            got = cells_by_id(d / f"{ch}.ipynb")
+            for cid, e in cells.items():
+                c = got.get(cid)
+                if c is None or e["kind"] not in ("bands", "agreed") or source_hash(c["source"]) != e["source"]:
+                    continue
+                text = figure_text(c["outputs"], patterns)
+                if skeleton(text) != e["skeleton"]:
+                    unsettled.append((ch, cid, "the words differ from the measured runs"))
+                    continue
+                figs = numbers(text)
+                values = [[float(x) for x in f["seen"]] + [v] for f, (v, _, _) in zip(e["figures"], figs)]
+                rels = [(max(v) - min(v)) / abs(statistics.fmean(v)) for v in values
+                        if not any(map(math.isnan, v)) and max(v) > min(v) and statistics.fmean(v) != 0]
+                pooled = statistics.median(rels) if rels else None
+                for f, v, (_, printed, _) in zip(e["figures"], values, figs):
+                    f["band"] = band(v, [printed], pooled)
+                    f["seen"] = ["NaN" if math.isnan(x) else x for x in v]
+                e["kind"], e["runs"] = "bands", e.get("runs", []) + [label]
+        ref["runs"] = list(dict.fromkeys(ref["runs"] + [label]))
+    return unsettled
 
 
 def reference_path(profile: str = "quick") -> Path:
@@ -404,9 +441,21 @@ def main_measure(argv=None):
                     help="re-measure only these chapters (e.g. 03), from runs that may hold only them; the "
                          "other chapters keep their entries in the existing reference file, and so does "
                          "a banded cell whose source is unchanged and whose new figures lie in its bands")
+    ap.add_argument("--add", action="store_true",
+                    help="add these runs (any number, e.g. one made on another CPU) to the existing reference: "
+                         "each banded figure's band is derived again from its earlier values and theirs")
     a = ap.parse_args(argv)
     dirs = [Path(d) for d in a.run_dirs]
     missing = [str(d) for d in dirs if not d.is_dir()]
+    if a.add and not missing:
+        ref = load(a.profile)
+        unsettled = add_runs(ref, dirs)
+        for ch, cid, why in unsettled:
+            print(f"  {ch} {cid}: {why}; measure this chapter again (--chapters)")
+        if a.write:
+            reference_path(a.profile).write_text(json.dumps(ref, indent=1, ensure_ascii=False) + "\n")
+            print(f"added {len(dirs)} run(s); wrote {reference_path(a.profile)}")
+        return 1 if unsettled else 0
     if missing or len(dirs) < MIN_RUNS:
         sys.exit(f"need at least {MIN_RUNS} folders of executed notebooks; "
                  + (f"not found: {missing}" if missing else f"got {len(dirs)}")
@@ -438,13 +487,15 @@ def main_measure(argv=None):
         for e in cells.values():
             kinds[e["kind"]] = kinds.get(e["kind"], 0) + 1
     n_fig = sum(len(e.get("figures", [])) for cells in ref["chapters"].values() for e in cells.values())
-    print(f"{len(dirs)} runs ({', '.join(ref['runs'])}): cells by kind (others exact) {kinds}; "
+    print(f"{len(dirs)} runs ({', '.join(_run_label(d) for d in dirs)}): cells by kind (others exact) {kinds}; "
           f"{n_fig} banded figures")
     for ch, cells in ref["chapters"].items():
         for cid, e in cells.items():
             if e["kind"] in ("free", "unmeasured"):
                 print(f"  {ch} {cid}: {e['kind']} - {e['why']}")
-    if a.validate:
+    if a.validate and len(dirs) <= MIN_RUNS:
+        print(f"leave-one-out needs at least {MIN_RUNS + 1} runs (bands are measured from {MIN_RUNS} or more)")
+    elif a.validate:
         for run, (failed, checked) in validate(dirs, CHAPTERS_DIR, only=only).items():
             print(f"leave-one-out: bands from the other runs, checked on {run}: "
                   f"{failed} of {checked} figures outside")
