@@ -175,6 +175,19 @@ def band(values: list, printed: list, pooled_rel: Optional[float]) -> Optional[l
     return [lo - K * r, hi + K * r]
 
 
+def pooled_rel(values: list) -> Optional[float]:
+    """The cell's median relative range over its figures (values: one list per figure): what the band
+    rule's (b) multiplies by a figure's mean; None when no figure moved."""
+    rels = [(max(v) - min(v)) / abs(statistics.fmean(v)) for v in values
+            if not any(map(math.isnan, v)) and max(v) > min(v) and statistics.fmean(v) != 0]
+    return statistics.median(rels) if rels else None
+
+
+def seen(values: list) -> list:
+    """A figure's values as the reference file stores them (JSON has no NaN)."""
+    return ["NaN" if math.isnan(x) else x for x in values]
+
+
 def agreed_band(value: float, printed: str) -> Optional[list]:
     """[lo, hi] of a figure every run printed alike: K units of its last digit when it has decimals
     (another CPU may round it the other way), none for a whole number; None for NaN (see band)."""
@@ -192,17 +205,13 @@ def measure_cell(samples: list) -> dict:
         if all(b is None or b == [v, v] for v, b, _ in figs):
             return {"kind": "exact"}
         return {"kind": "agreed", "skeleton": skeleton(texts[0]),
-                "figures": [{"band": b, "context": ctx, "seen": ["NaN" if math.isnan(v) else v] * len(texts)}
-                            for v, b, ctx in figs]}
+                "figures": [{"band": b, "context": ctx, "seen": seen([v]) * len(texts)} for v, b, ctx in figs]}
     if len({skeleton(t) for t in texts}) > 1:
         return {"kind": "free", "why": "the words differ between runs (sampled or model-dependent text)"}
     per_figure = list(zip(*(numbers(t) for t in texts)))     # one tuple of samples per figure
     values = [[x[0] for x in f] for f in per_figure]
-    rels = [(max(v) - min(v)) / abs(statistics.fmean(v)) for v in values
-            if not any(map(math.isnan, v)) and max(v) > min(v) and statistics.fmean(v) != 0]
-    pooled = statistics.median(rels) if rels else None
-    bands = [{"band": band(v, [x[1] for x in f], pooled), "context": f[0][2],
-              "seen": ["NaN" if math.isnan(x) else x for x in v]}           # JSON has no NaN
+    pooled = pooled_rel(values)
+    bands = [{"band": band(v, [x[1] for x in f], pooled), "context": f[0][2], "seen": seen(v)}
              for f, v in zip(per_figure, values)]
     return {"kind": "bands", "skeleton": skeleton(texts[0]), "figures": bands}
 
@@ -292,12 +301,10 @@ def add_runs(ref: dict, run_dirs: list) -> list:
                     continue
                 figs = numbers(text)
                 values = [[float(x) for x in f["seen"]] + [v] for f, (v, _, _) in zip(e["figures"], figs)]
-                rels = [(max(v) - min(v)) / abs(statistics.fmean(v)) for v in values
-                        if not any(map(math.isnan, v)) and max(v) > min(v) and statistics.fmean(v) != 0]
-                pooled = statistics.median(rels) if rels else None
+                pooled = pooled_rel(values)
                 for f, v, (_, printed, _) in zip(e["figures"], values, figs):
                     f["band"] = band(v, [printed], pooled)
-                    f["seen"] = ["NaN" if math.isnan(x) else x for x in v]
+                    f["seen"] = seen(v)
                 e["kind"], e["runs"] = "bands", e.get("runs", []) + [label]
         ref["runs"] = list(dict.fromkeys(ref["runs"] + [label]))
     return unsettled
@@ -305,6 +312,13 @@ def add_runs(ref: dict, run_dirs: list) -> list:
 
 def reference_path(profile: str = "quick") -> Path:
     return Path(os.environ.get("GPTBOOK_REFERENCE_DIR", REFERENCE_DIR)) / f"{profile}.json"
+
+
+def save(ref: dict, profile: str = "quick") -> Path:
+    p = reference_path(profile)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(json.dumps(ref, indent=1, ensure_ascii=False) + "\n")
+    return p
 
 
 def load(profile: str = "quick") -> dict:
@@ -453,8 +467,7 @@ def main_measure(argv=None):
         for ch, cid, why in unsettled:
             print(f"  {ch} {cid}: {why}; measure this chapter again (--chapters)")
         if a.write:
-            reference_path(a.profile).write_text(json.dumps(ref, indent=1, ensure_ascii=False) + "\n")
-            print(f"added {len(dirs)} run(s); wrote {reference_path(a.profile)}")
+            print(f"added {len(dirs)} run(s); wrote {save(ref, a.profile)}")
         return 1 if unsettled else 0
     if missing or len(dirs) < MIN_RUNS:
         sys.exit(f"need at least {MIN_RUNS} folders of executed notebooks; "
@@ -500,10 +513,7 @@ def main_measure(argv=None):
             print(f"leave-one-out: bands from the other runs, checked on {run}: "
                   f"{failed} of {checked} figures outside")
     if a.write:
-        p = reference_path(a.profile)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(json.dumps(ref, indent=1, ensure_ascii=False) + "\n")
-        print(f"wrote {p}")
+        print(f"wrote {save(ref, a.profile)}")
     return 0
 
 
