@@ -149,6 +149,31 @@ def test_random_batches_draw_like_one_randint(tiny_config):
     assert x[:, 0].tolist() == starts.tolist()
 
 
+def test_length_grouped_batches_pad_less_and_draw_from_one_generator():
+    """Each group of batches is one torch.randint (the same indices random_batches would draw, in
+    another order), sorted by length, served in the order of one torch.randperm: batches of like
+    length, so much less padding, and the same batches again from the same seed."""
+    lengths = [1 + (7 * i) % 100 for i in range(500)]
+    take = lambda ix: (torch.tensor(ix),)                                    # noqa: E731
+    g, ref = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    get = train.length_grouped_batches(lengths, 4, g, take, group=3)
+    got = [get()[0].tolist() for _ in range(3)]
+    drawn = torch.randint(500, (12,), generator=ref).tolist()
+    assert sorted(i for b in got for i in b) == sorted(drawn)                # the same draws
+    assert all(len(b) == 4 for b in got)
+    for b in got:
+        assert [lengths[i] for i in b] == sorted(lengths[i] for i in b)
+    again = train.length_grouped_batches(lengths, 4, torch.Generator().manual_seed(5), take, group=3)
+    assert [again()[0].tolist() for _ in range(3)] == got
+    # padding: the mean longest-in-batch over many batches falls well below random batches'
+    grouped = train.length_grouped_batches(lengths, 16, torch.Generator().manual_seed(0), take)
+    plain = train.random_batches(len(lengths), 16, torch.Generator().manual_seed(0), take)
+    longest = lambda get: sum(max(lengths[i] for i in get()[0].tolist()) for _ in range(80)) / 80   # noqa: E731
+    assert longest(grouped) < 0.8 * longest(plain)
+    with pytest.raises(ValueError, match="group must be >= 1"):
+        train.length_grouped_batches(lengths, 4, g, take, group=0)
+
+
 def test_autocast_leaves_the_cpu_alone_unless_asked():
     assert not torch.is_autocast_enabled("cpu")
     with train.autocast("cpu", "bfloat16"):

@@ -43,6 +43,20 @@ def test_probe_fits_a_subset_once(monkeypatch):
     assert set(once.values()) == {f1_score(y[80:], p, average="macro")}
 
 
+def test_probe_standardises_dense_features_and_leaves_sparse_ones():
+    """A model's states have columns of very different scale: the probe standardises them (the same
+    fit for any rescaling of a column), and TF-IDF's sparse rows go in as they are."""
+    from scipy.sparse import csr_matrix
+    rng = np.random.default_rng(2)
+    y = np.array([0, 1] * 50)
+    X = np.eye(2)[y] + rng.normal(size=(100, 2))
+    scaled = X * np.array([1e-3, 1e3])                       # one column tiny, one huge
+    p = transfer.fit_probe(X, y).predict(X)
+    assert (transfer.fit_probe(scaled, y).predict(scaled) == p).all()
+    sparse = transfer.fit_probe(csr_matrix(np.abs(X)), y)
+    assert type(sparse).__name__ == "LogisticRegression"     # no scaler in front of sparse rows
+
+
 class _CharTok:
     """Just enough of a tokenizer for the fine-tuning helpers: one id per character."""
 

